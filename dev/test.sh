@@ -10,4 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash dev/fetch-llama3-tokenizer.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# cargo's last summary is the (empty) doc-test run; close with the totals over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
