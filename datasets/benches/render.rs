@@ -9,12 +9,12 @@
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datasets::Dialogue;
 use datasets::encode::{EncodeOptions, encode_record};
 use datasets::jsonl::JsonlLines;
 use datasets::records::Record;
 use datasets::render::Renderer;
 use datasets::tokenizer::{Llama3Tokenizer, import_tiktoken};
-use datasets::Dialogue;
 
 fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
