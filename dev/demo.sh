@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash dev/fetch-llama3-tokenizer.sh
 cargo build --release --locked --quiet
-herd=target/release/herd
+herd="${CARGO_TARGET_DIR:-target}/release/herd"
 out=.cache/demo
 mkdir -p "$out"
 

@@ -1,0 +1,52 @@
+//! `RMSNorm` (Zhang & Sennrich 2019) as transformers' `LlamaRMSNorm` computes it: in f32,
+//! `x * rsqrt(mean(x²) + eps)`, cast back to the input dtype, then times the weight.
+//!
+//! Written from elementary ops because candle's `RmsNorm::forward` and `ops::rms_norm` have no
+//! backward and silently cut the gradient (`shared/research/candle.md` §1.1, candle issue #2168).
+
+use candle_core::{D, DType, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::Result;
+
+/// A root-mean-square norm over the last dimension with a learned per-channel scale.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `{vb}.weight` of shape `(size,)`; a fresh one starts at ones.
+    pub fn new(vb: &VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(size, "weight", Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    /// Normalizes `x` of shape `(..., size)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inverse_rms = (variance + self.eps)?.sqrt()?.recip()?;
+        let normalized = x.broadcast_mul(&inverse_rms)?.to_dtype(dtype)?;
+        Ok(normalized.broadcast_mul(&self.weight)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn matches_the_formula_by_hand() {
+        // x = [3, 4]: mean(x²) = 12.5, rms = 3.5355; weight [1, 2] → [0.8485, 2.2627].
+        let weight = Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let norm = RmsNorm { weight, eps: 0.0 };
+        let x = Tensor::new(&[[3.0f32, 4.0]], &Device::Cpu).unwrap();
+        let y: Vec<Vec<f32>> = norm.forward(&x).unwrap().to_vec2().unwrap();
+        assert!((y[0][0] - 0.848_528).abs() < 1e-5 && (y[0][1] - 2.262_742).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,45 @@
+//! herd's training toolbox: the pieces every stage's loop calls — `AdamW` with saveable state,
+//! learning-rate schedules, gradient clipping, token-normalised gradient accumulation, exact-resume
+//! checkpoints, the run's RNG, the metrics log and progress line, loss plots and checkpoint
+//! averaging.
+//!
+//! A toolbox, not a framework: free functions and small structs, no trainer trait. Each stage's
+//! `train.rs` is the loop, readable top to bottom:
+//!
+//! ```text
+//! let schedule = LearningRateSchedule { .. };
+//! let mut optimizer = AdamW::from_var_map(&var_map, config, llama_weight_decay(false))?;
+//! for step in resumed_step..total_steps {
+//!     let mut accumulator = GradientAccumulator::new();
+//!     for micro_batch in ... { accumulator.add(&loss_sum, tokens)?; }
+//!     let mut step_gradients = accumulator.finish(&optimizer.vars())?;
+//!     let grad_norm = clip_gradient_norm(&mut step_gradients.gradients, &optimizer.vars(), 1.0)?;
+//!     optimizer.step(&step_gradients.gradients, schedule.learning_rate(step))?;
+//!     metrics_log.append(&StepMetrics { .. })?;
+//!     if step % every == 0 { save_checkpoint(&root, &Checkpoint { .. }, keep_last)?; }
+//! }
+//! ```
+
+pub mod accumulation;
+pub mod average;
+pub mod clipping;
+pub mod error;
+pub mod metrics;
+pub mod optimizer;
+pub mod plot;
+pub mod rng;
+pub mod schedule;
+pub mod state;
+
+pub use accumulation::{AccumulatedGradients, GradientAccumulator};
+pub use average::average_checkpoints;
+pub use clipping::{clip_gradient_norm, global_norm};
+pub use error::{Result, TrainingError};
+pub use metrics::{MetricsLog, Progress, StepMetrics, read_metrics};
+pub use optimizer::{AdamW, AdamWConfig, llama_weight_decay, named_vars};
+pub use plot::{loss_curve_svg, write_loss_plot};
+pub use rng::Rng;
+pub use schedule::{Decay, LearningRateSchedule};
+pub use state::{
+    Checkpoint, LoadedCheckpoint, list_checkpoints, load_latest, load_weights, save_checkpoint,
+};
