@@ -85,6 +85,12 @@ pub enum ModelError {
     /// Position ids, attention masks or document boundaries that do not describe the batch.
     #[error("positions: {0}")]
     Positions(String),
+    /// A generation request or KV cache operation that cannot be carried out.
+    #[error("generation: {0}")]
+    Generation(String),
+    /// A `LoRA` configuration that does not fit the model.
+    #[error("lora: {0}")]
+    Lora(String),
     /// A tensor operation failed (a shape bug, or the device).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -7,6 +7,8 @@
 //! op on the way has a backward. Parameters come from a [`VarBuilder`]: over a `VarMap` they are
 //! trainable `Var`s, over loaded tensors they are frozen.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 
@@ -14,6 +16,8 @@ use crate::config::LlamaConfig;
 use crate::decoder_layer::DecoderLayer;
 use crate::error::{ModelError, Result};
 use crate::init::initialize;
+use crate::kv_cache::KvCache;
+use crate::linear::Projection;
 use crate::linear::{INITIALIZER_RANGE, embedding, linear_no_bias};
 use crate::norm::RmsNorm;
 use crate::positions::Positions;
@@ -28,6 +32,8 @@ pub struct Llama {
     lm_head: Linear,
     rotary_embedding: RotaryEmbedding,
     config: LlamaConfig,
+    /// See [`Llama::set_compute_dtype`].
+    compute_dtype: Option<DType>,
 }
 
 /// What one forward pass returns.
@@ -65,6 +71,7 @@ impl Llama {
             lm_head,
             rotary_embedding: RotaryEmbedding::new(config),
             config: config.clone(),
+            compute_dtype: None,
         })
     }
 
@@ -90,9 +97,18 @@ impl Llama {
         &self.config
     }
 
+    /// The device the parameters live on.
+    #[must_use]
+    pub fn device(&self) -> Device {
+        self.embed_tokens.embeddings().device().clone()
+    }
+
     /// The final hidden states, `(batch, seq, hidden)`, without the vocabulary projection.
     /// `input_ids`: `(batch, seq)` u32, laid out as `positions` describes.
     pub fn hidden_states(&self, input_ids: &Tensor, positions: &Positions) -> Result<Tensor> {
+        if let Some(cast) = self.in_compute_dtype()? {
+            return cast.hidden_states(input_ids, positions);
+        }
         let (batch, seq) = input_ids.dims2()?;
         if (batch, seq) != (positions.batch_size(), positions.sequence_length()) {
             return Err(ModelError::Positions(format!(
@@ -113,12 +129,154 @@ impl Llama {
 
     /// Logits at every position and the final hidden states.
     pub fn forward(&self, input_ids: &Tensor, positions: &Positions) -> Result<ForwardOutput> {
+        if let Some(cast) = self.in_compute_dtype()? {
+            let output = cast.forward(input_ids, positions)?;
+            return Ok(ForwardOutput {
+                logits: output.logits.to_dtype(DType::F32)?,
+                hidden_states: output.hidden_states,
+            });
+        }
         let hidden_states = self.hidden_states(input_ids, positions)?;
         let logits = self.lm_head.forward(&hidden_states)?;
         Ok(ForwardOutput {
             logits,
             hidden_states,
         })
+    }
+
+    /// Logits and final hidden states of `input_ids` `(batch, new)` placed after the tokens already
+    /// in `cache`, whose layers receive the new keys and values: positions continue from each row's
+    /// cached length ([`KvCache`] documents the left-padded layout). An empty cache makes this the
+    /// prefill of left-padded prompts.
+    pub fn forward_with_cache(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
+        if let Some(cast) = self.in_compute_dtype()? {
+            let output = cast.forward_with_cache(input_ids, cache)?;
+            return Ok(ForwardOutput {
+                logits: output.logits.to_dtype(DType::F32)?,
+                hidden_states: output.hidden_states,
+            });
+        }
+        let (batch, new) = input_ids.dims2()?;
+        if batch != cache.batch_size() || cache.num_layers() != self.layers.len() {
+            return Err(ModelError::Generation(format!(
+                "input_ids have {batch} rows for a KV cache of {} rows and {} layers (the model \
+                 has {})",
+                cache.batch_size(),
+                cache.num_layers(),
+                self.layers.len()
+            )));
+        }
+        let device = input_ids.device();
+        let mut x = self.embed_tokens.forward(input_ids)?;
+        let rope = self.rotary_embedding.tables_for_ids(
+            &cache.position_ids(new),
+            (batch, new),
+            x.dtype(),
+            device,
+        )?;
+        let attention_bias = cache.attention_bias(new, device)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_with_cache(
+                &x,
+                &rope,
+                &attention_bias,
+                Some(cache.layer_mut(index)),
+            )?;
+        }
+        cache.advance(new);
+        let hidden_states = self.norm.forward(&x)?;
+        let logits = self.lm_head.forward(&hidden_states)?;
+        Ok(ForwardOutput {
+            logits,
+            hidden_states,
+        })
+    }
+
+    /// Every projection of every layer by its HF module name (`model.layers.{i}.self_attn.q_proj`).
+    pub(crate) fn projections_mut(&mut self) -> Vec<(String, &mut Projection)> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, layer)| {
+                layer
+                    .projections_mut()
+                    .into_iter()
+                    .map(move |(name, p)| (format!("model.layers.{i}.{name}"), p))
+            })
+            .collect()
+    }
+
+    /// Cuts every base parameter from the gradient graph (storage stays shared), so that only
+    /// adapters train: what [`crate::lora::apply_lora`] does first.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.map_parameters(&|tensor| Ok(tensor.detach()), false)
+    }
+
+    /// Computes in `dtype` (e.g. bf16) while the parameters stay as they are (e.g. f32 master
+    /// `Var`s): every forward casts each parameter with `to_dtype`, which has a backward, so the
+    /// gradients reach the master weights in their dtype. Logits come back in f32 (as
+    /// transformers' `logits.float()`); hidden states stay in `dtype`. `None`: the parameters' dtype.
+    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) {
+        self.compute_dtype = dtype;
+    }
+
+    /// This model with every parameter (adapters included) cast to `compute_dtype`, when set and
+    /// different from the parameters' dtype.
+    fn in_compute_dtype(&self) -> Result<Option<Self>> {
+        match self.compute_dtype {
+            Some(dtype) if dtype != self.embed_tokens.embeddings().dtype() => {
+                let mut cast = self.clone();
+                cast.compute_dtype = None;
+                cast.map_parameters(&|tensor| Ok(tensor.to_dtype(dtype)?), true)?;
+                Ok(Some(cast))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Replaces every parameter by `f(parameter)`; `LoRA` adapters too when `adapters` is set.
+    fn map_parameters(
+        &mut self,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        adapters: bool,
+    ) -> Result<()> {
+        let embeddings = f(self.embed_tokens.embeddings())?;
+        self.lm_head = if self.config.tie_word_embeddings {
+            Linear::new(embeddings.clone(), None)
+        } else {
+            Linear::new(f(self.lm_head.weight())?, None)
+        };
+        self.embed_tokens = Embedding::new(embeddings, self.config.hidden_size);
+        self.norm.map(f)?;
+        for layer in &mut self.layers {
+            layer.map(f, adapters)?;
+        }
+        Ok(())
+    }
+
+    /// Every parameter by HF name, as [`Llama::parameter_shapes`] lists them, with `LoRA` adapters
+    /// merged into their base weights (`W + scale · B A`): a plain checkpoint for [`crate::save`].
+    pub fn merged_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut tensors = HashMap::from([
+            (
+                "model.embed_tokens.weight".to_owned(),
+                self.embed_tokens.embeddings().clone(),
+            ),
+            ("model.norm.weight".to_owned(), self.norm.weight().clone()),
+        ]);
+        if !self.config.tie_word_embeddings {
+            tensors.insert("lm_head.weight".to_owned(), self.lm_head.weight().clone());
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, tensor) in layer.merged_tensors()? {
+                tensors.insert(format!("model.layers.{i}.{name}"), tensor);
+            }
+        }
+        Ok(tensors)
     }
 
     /// Every parameter's HF name and shape for `config`, in name order (`lm_head.weight` only when

@@ -1,12 +1,12 @@
 //! The `SwiGLU` feed-forward block (Shazeer 2020) of transformers' `LlamaMLP`:
 //! `down_proj(silu(gate_proj(x)) * up_proj(x))`, no biases.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::linear::linear_no_bias;
+use crate::linear::{Projection, projection};
 
 /// `model.layers.{i}.mlp`.
 #[expect(
@@ -15,9 +15,9 @@ use crate::linear::linear_no_bias;
 )]
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
 }
 
 impl Mlp {
@@ -25,9 +25,9 @@ impl Mlp {
     pub fn new(vb: &VarBuilder, config: &LlamaConfig) -> Result<Self> {
         let (hidden, intermediate) = (config.hidden_size, config.intermediate_size);
         Ok(Self {
-            gate_proj: linear_no_bias(&vb.pp("gate_proj"), hidden, intermediate)?,
-            up_proj: linear_no_bias(&vb.pp("up_proj"), hidden, intermediate)?,
-            down_proj: linear_no_bias(&vb.pp("down_proj"), intermediate, hidden)?,
+            gate_proj: projection(&vb.pp("gate_proj"), hidden, intermediate)?,
+            up_proj: projection(&vb.pp("up_proj"), hidden, intermediate)?,
+            down_proj: projection(&vb.pp("down_proj"), intermediate, hidden)?,
         })
     }
 
@@ -35,6 +35,24 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x)?.silu()?;
         let up = self.up_proj.forward(x)?;
-        Ok(self.down_proj.forward(&(gate * up)?)?)
+        self.down_proj.forward(&(gate * up)?)
+    }
+
+    /// The projections by their HF module names, `gate_proj`, `up_proj`, `down_proj`.
+    pub(crate) fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 3] {
+        [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
+    }
+
+    /// The projections by their HF module names.
+    pub(crate) fn projections(&self) -> [(&'static str, &Projection); 3] {
+        [
+            ("gate_proj", &self.gate_proj),
+            ("up_proj", &self.up_proj),
+            ("down_proj", &self.down_proj),
+        ]
     }
 }

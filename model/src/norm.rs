@@ -23,6 +23,18 @@ impl RmsNorm {
         Ok(Self { weight, eps })
     }
 
+    /// The per-channel scale, `(size,)`.
+    #[must_use]
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Replaces the weight by `f(weight)` (detached, or cast).
+    pub(crate) fn map(&mut self, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+        self.weight = f(&self.weight)?;
+        Ok(())
+    }
+
     /// Normalizes `x` of shape `(..., size)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();

@@ -64,11 +64,28 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<RopeTables> {
+        self.tables_for_ids(
+            positions.position_ids(),
+            (positions.batch_size(), positions.sequence_length()),
+            dtype,
+            device,
+        )
+    }
+
+    /// cos/sin for explicit `position_ids`, `(batch * seq)` row-major for a `(batch, seq)` batch:
+    /// what a forward over new tokens after a KV cache needs.
+    pub fn tables_for_ids(
+        &self,
+        position_ids: &[u32],
+        (batch, seq): (usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<RopeTables> {
         let half = self.inverse_frequencies.len();
-        let tokens = positions.position_ids().len();
+        let tokens = position_ids.len();
         let mut cos = Vec::with_capacity(tokens * 2 * half);
         let mut sin = Vec::with_capacity(tokens * 2 * half);
-        for &position in positions.position_ids() {
+        for &position in position_ids {
             let angles = self.inverse_frequencies.iter().map(|f| position as f32 * f);
             let (c, s): (Vec<f32>, Vec<f32>) = angles.map(|a| (a.cos(), a.sin())).unzip();
             // emb = cat(freqs, freqs): both halves of a head use the same angles.
@@ -78,12 +95,7 @@ impl RotaryEmbedding {
             sin.extend_from_slice(&s);
         }
         // (batch * seq * head_dim) -> (batch, 1, seq, head_dim): one table shared by all heads.
-        let shape = (
-            positions.batch_size(),
-            1,
-            positions.sequence_length(),
-            2 * half,
-        );
+        let shape = (batch, 1, seq, 2 * half);
         let table = |values: Vec<f32>| -> Result<Tensor> {
             Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
         };

@@ -23,6 +23,7 @@
 pub mod accumulation;
 pub mod average;
 pub mod clipping;
+pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod optimizer;
@@ -34,6 +35,7 @@ pub mod state;
 pub use accumulation::{AccumulatedGradients, GradientAccumulator};
 pub use average::average_checkpoints;
 pub use clipping::{clip_gradient_norm, global_norm};
+pub use config::{ConfigError, load_config, parse_config};
 pub use error::{Result, TrainingError};
 pub use metrics::{MetricsLog, Progress, StepMetrics, read_metrics};
 pub use optimizer::{AdamW, AdamWConfig, llama_weight_decay, named_vars};

@@ -5,6 +5,7 @@
     reason = "test helpers stop at the first failure, with its message"
 )]
 
+mod chat_template;
 mod llama3;
 mod properties;
 mod protocol_parity;

@@ -6,8 +6,11 @@
 )]
 
 mod checkpoint_io;
+mod compute_dtype;
 mod config;
+mod generation;
 mod gradients;
+mod lora;
 mod masking;
 mod parity;
 

@@ -1,0 +1,295 @@
+//! The SFT loop, top to bottom: load the checkpoint and conversations, resume if a checkpoint
+//! exists, then per step accumulate micro-batches, clip, step AdamW on the schedule, log, evaluate
+//! the held-out loss, checkpoint; at the end write an HF checkpoint directory and the loss plot.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use datasets::render::Renderer;
+use datasets::tokenizer::Llama3Tokenizer;
+use model::{Checkpoint, Llama, SaveOptions, copy_tokenizer_files, save, varmap_tensors};
+use serde::Serialize;
+use training::{
+    AdamW, AdamWConfig, GradientAccumulator, MetricsLog, Progress, Rng, StepMetrics,
+    clip_gradient_norm, llama_weight_decay, load_latest, read_metrics, save_checkpoint,
+    write_loss_plot,
+};
+
+use crate::config::SftConfig;
+use crate::data::{self, DataPosition, SftData};
+use crate::error::SftError;
+use crate::loss::masked_next_token_loss;
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Optimizer updates done in total (resumed ones included).
+    pub steps: u64,
+    /// Training conversations and held-out conversations.
+    pub train_conversations: usize,
+    /// Held-out conversations.
+    pub held_out_conversations: usize,
+    /// Lines skipped (with `skip_invalid`).
+    pub skipped: usize,
+    /// Held-out loss before the first update of this run (`None` without held-out data).
+    pub held_out_loss_before: Option<f64>,
+    /// Held-out loss at the end.
+    pub held_out_loss_after: Option<f64>,
+    /// The final HF checkpoint directory.
+    pub final_model: PathBuf,
+}
+
+/// Runs (or resumes) the fine-tuning `config` describes; `resolved_config` is saved with each
+/// checkpoint.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the whole loop, readable top to bottom, as every stage's train.rs (STYLE.md)"
+)]
+pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftError> {
+    let device = Device::Cpu;
+    let training = &config.training;
+    let schedule = training.schedule().map_err(SftError::Config)?;
+    let tokenizer_path = data::tokenizer_path(&config.model, config.tokenizer.as_ref());
+    let tokenizer = Llama3Tokenizer::from_file(&tokenizer_path)?;
+    let renderer = Renderer::new(&tokenizer)?;
+    let special = *tokenizer.special();
+    let sft_data = data::load(&config.data, &renderer, training.seed)?;
+    for reason in &sft_data.skipped {
+        eprintln!("skipped {reason}");
+    }
+
+    let (model, var_map) =
+        Checkpoint::load(&config.model, DType::F32, &device)?.trainable_model()?;
+    let mut optimizer = AdamW::from_var_map(
+        &var_map,
+        AdamWConfig {
+            weight_decay: training.weight_decay,
+            ..AdamWConfig::default()
+        },
+        llama_weight_decay(false),
+    )?;
+    let checkpoints = config.output_dir.join("checkpoints");
+    let metrics_path = config.output_dir.join("metrics.jsonl");
+    std::fs::create_dir_all(&config.output_dir).map_err(|error| {
+        SftError::Config(format!(
+            "cannot create {}: {error}",
+            config.output_dir.display()
+        ))
+    })?;
+    let (mut step, rng, mut position, mut metrics, elapsed_before) =
+        match load_latest(&checkpoints)? {
+            Some(loaded) => {
+                loaded.restore(&var_map, &mut optimizer)?;
+                let position: DataPosition = serde_json::from_value(loaded.data_position.clone())
+                    .map_err(|error| {
+                    SftError::Config(format!(
+                        "{}: data position: {error}",
+                        loaded.directory.display()
+                    ))
+                })?;
+                let elapsed = read_metrics(&metrics_path)?
+                    .iter()
+                    .take_while(|line| line.step <= loaded.step)
+                    .last()
+                    .map_or(0.0, |line| line.elapsed_s);
+                eprintln!(
+                    "resuming from {} (step {})",
+                    loaded.directory.display(),
+                    loaded.step
+                );
+                (
+                    loaded.step,
+                    loaded.rng,
+                    position,
+                    MetricsLog::resume(&metrics_path, loaded.step)?,
+                    elapsed,
+                )
+            }
+            None => (
+                0,
+                Rng::from_seed(training.seed),
+                DataPosition::default(),
+                MetricsLog::create(&metrics_path)?,
+                0.0,
+            ),
+        };
+
+    let held_out_loss_before = evaluate(
+        &model,
+        &sft_data,
+        config,
+        special.begin_of_text,
+        special.finetune_right_pad,
+        &device,
+    )?;
+    let mut epoch_rows = data::epoch_batches(
+        &sft_data.train,
+        position.epoch,
+        training.seed,
+        &config.data,
+        training.batch_size,
+        special.finetune_right_pad,
+    )?;
+    let progress = Progress::new(training.steps, step);
+    let started = Instant::now();
+    let mut held_out_loss_after = held_out_loss_before;
+    while step < training.steps {
+        let step_started = Instant::now();
+        let mut accumulator = GradientAccumulator::new();
+        for _ in 0..training.gradient_accumulation.max(1) {
+            if position.batch >= epoch_rows.len() {
+                position = DataPosition {
+                    epoch: position.epoch + 1,
+                    batch: 0,
+                };
+                epoch_rows = data::epoch_batches(
+                    &sft_data.train,
+                    position.epoch,
+                    training.seed,
+                    &config.data,
+                    training.batch_size,
+                    special.finetune_right_pad,
+                )?;
+            }
+            let batch = data::to_batch(
+                &epoch_rows[position.batch],
+                config.data.layout,
+                special.begin_of_text,
+                special.finetune_right_pad,
+                &device,
+            )?;
+            position.batch += 1;
+            let logits = model.forward(&batch.input_ids, &batch.positions)?.logits;
+            let (loss_sum, tokens) =
+                masked_next_token_loss(&logits, &batch.input_ids, &batch.mask)?;
+            if tokens > 0 {
+                accumulator.add(&loss_sum, tokens)?;
+            }
+        }
+        let mut accumulated = accumulator.finish(&optimizer.vars())?;
+        let grad_norm = if training.max_grad_norm > 0.0 {
+            clip_gradient_norm(
+                &mut accumulated.gradients,
+                &optimizer.vars(),
+                training.max_grad_norm,
+            )?
+        } else {
+            training::global_norm(&accumulated.gradients, &optimizer.vars())?
+        };
+        let learning_rate = schedule.learning_rate(step);
+        optimizer.step(&accumulated.gradients, learning_rate)?;
+        step += 1;
+
+        let held_out_loss = if step % training.eval_every.max(1) == 0 || step == training.steps {
+            let loss = evaluate(
+                &model,
+                &sft_data,
+                config,
+                special.begin_of_text,
+                special.finetune_right_pad,
+                &device,
+            )?;
+            held_out_loss_after = loss;
+            loss
+        } else {
+            None
+        };
+        let mut extra = serde_json::Map::new();
+        if let Some(loss) = held_out_loss {
+            extra.insert("held_out_perplexity".to_owned(), loss.exp().into());
+        }
+        let line = StepMetrics {
+            step,
+            loss: accumulated.loss,
+            learning_rate,
+            grad_norm,
+            tokens: accumulated.tokens,
+            tokens_per_s: accumulated.tokens as f64 / step_started.elapsed().as_secs_f64(),
+            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+            held_out_loss,
+            extra,
+        };
+        metrics.append(&line)?;
+        progress.update(&line);
+        if step % training.checkpoint_every.max(1) == 0 || step == training.steps {
+            save_checkpoint(
+                &checkpoints,
+                &training::Checkpoint {
+                    step,
+                    schedule_step: step,
+                    var_map: &var_map,
+                    optimizer: &optimizer,
+                    data_position: serde_json::json!(position),
+                    rng: &rng,
+                    config: resolved_config,
+                },
+                training.keep_checkpoints,
+            )?;
+        }
+    }
+    progress.finish();
+
+    let final_model = config.output_dir.join("final");
+    save(
+        &final_model,
+        model.config(),
+        &varmap_tensors(&var_map),
+        &SaveOptions::default(),
+    )?;
+    copy_tokenizer_files(&config.model, &final_model)?;
+    if config.tokenizer.is_some() {
+        tokenizer.save(&final_model.join("tokenizer.json"))?;
+    }
+    write_loss_plot(&metrics_path, &config.output_dir.join("loss.svg"), "SFT")?;
+    Ok(Summary {
+        steps: step,
+        train_conversations: sft_data.train.len(),
+        held_out_conversations: sft_data.held_out.len(),
+        skipped: sft_data.skipped.len(),
+        held_out_loss_before,
+        held_out_loss_after,
+        final_model,
+    })
+}
+
+/// Mean per-token loss over the held-out conversations (`None` when there are none).
+fn evaluate(
+    model: &Llama,
+    data: &SftData,
+    config: &SftConfig,
+    begin_of_text: u32,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Option<f64>, SftError> {
+    if data.held_out.is_empty() {
+        return Ok(None);
+    }
+    // Epoch 0 of the held-out set: a fixed order, so every evaluation sees the same batches.
+    let rows = data::epoch_batches(
+        &data.held_out,
+        0,
+        0,
+        &config.data,
+        config.training.batch_size,
+        pad_id,
+    )?;
+    let (mut loss, mut tokens) = (0.0, 0u64);
+    for batch_rows in &rows {
+        let batch = data::to_batch(
+            batch_rows,
+            config.data.layout,
+            begin_of_text,
+            pad_id,
+            device,
+        )?;
+        let logits = model
+            .forward(&batch.input_ids, &batch.positions)?
+            .logits
+            .detach();
+        let (loss_sum, count) = masked_next_token_loss(&logits, &batch.input_ids, &batch.mask)?;
+        loss += f64::from(loss_sum.to_scalar::<f32>()?);
+        tokens += count;
+    }
+    Ok((tokens > 0).then(|| loss / tokens as f64))
+}
