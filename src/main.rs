@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use candle_core::DType;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use datasets::encode::{EncodeOptions, EncodedRecord, encode_record};
 use datasets::jsonl::JsonlLines;
@@ -20,6 +21,9 @@ use datasets::records::Record;
 use datasets::render::{Renderer, render_text};
 use datasets::tokenizer::{Llama3Tokenizer, import_tiktoken, train_bpe};
 use datasets::{stats, validate};
+use synth::{GenerateOptions, Policy, generate_file};
+use training::average_checkpoints;
+use training::config::load_config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +44,110 @@ enum Command {
     /// Make tokenizers: import Meta's tokenizer.model, or train a small BPE.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Causal-LM training from scratch or continued (re-running resumes from the newest checkpoint).
+    Pretrain(StageArgs),
+    /// Supervised fine-tuning on conversations (re-running resumes from the newest checkpoint).
+    Sft(StageArgs),
+    /// Generate one completion per JSONL line ({"messages"}, {"text"} or {"ids"}).
+    Generate {
+        /// HF checkpoint directory (its tokenizer.json is used when present).
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL prompts (`-` for standard input).
+        #[arg(long)]
+        input: String,
+        /// Where to write one JSON line per input line.
+        #[arg(long)]
+        output: PathBuf,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Prompts generated together.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
+    /// Chat with a model in the terminal (/reset starts over, /exit quits).
+    Chat {
+        /// HF checkpoint directory with its tokenizer.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// A system message for every conversation.
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Average checkpoints (uniformly, or with --weights) into one model.safetensors.
+    Average {
+        /// Where to write the averaged weights: a directory (model.safetensors inside) or a file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Weights, one per checkpoint, normalised to sum to 1.
+        #[arg(long, value_delimiter = ',')]
+        weights: Option<Vec<f64>>,
+        /// Checkpoints: safetensors files or directories holding them.
+        #[arg(required = true, num_args = 2..)]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Export an HF checkpoint directory (weights, config, tokenizer with the chat template).
+    Export {
+        /// The checkpoint directory, e.g. a run's final/.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Weights dtype.
+        #[arg(long, value_enum, default_value_t = ExportDtype::Bf16)]
+        dtype: ExportDtype,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StageArgs {
+    /// The TOML config.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key before parsing, e.g. --set training.steps=10 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct SamplingArgs {
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Upper bound on each generation.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+}
+
+impl SamplingArgs {
+    fn options(&self, batch_size: usize) -> GenerateOptions {
+        GenerateOptions {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            max_new_tokens: self.max_new_tokens,
+            batch_size,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportDtype {
+    F32,
+    Bf16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +274,91 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data(command) => run_data(command),
         Command::Tokenizer(command) => run_tokenizer(command),
+        Command::Pretrain(stage) => {
+            let (config, resolved) =
+                load_config::<pretrain::PretrainConfig>(&stage.config, &stage.overrides)?;
+            let summary = pretrain::run(&config, &resolved)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sft(stage) => {
+            let (config, resolved) =
+                load_config::<sft::SftConfig>(&stage.config, &stage.overrides)?;
+            let summary = sft::run(&config, &resolved)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            model,
+            input,
+            output,
+            sampling,
+            batch_size,
+        } => {
+            let policy =
+                Policy::load(&model).with_context(|| format!("loading {}", model.display()))?;
+            let file = std::fs::File::create(&output)
+                .with_context(|| format!("creating {}", output.display()))?;
+            let mut writer = BufWriter::new(file);
+            let written =
+                generate_file(&policy, &input, &mut writer, &sampling.options(batch_size))?;
+            eprintln!("wrote {written} generations to {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat {
+            model,
+            system,
+            sampling,
+        } => {
+            let policy =
+                Policy::load(&model).with_context(|| format!("loading {}", model.display()))?;
+            let stdin = io::stdin();
+            let stdout = io::stdout();
+            synth::chat::chat(
+                &policy,
+                system.as_deref(),
+                &sampling.options(1),
+                &mut stdin.lock(),
+                &mut stdout.lock(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Average {
+            out,
+            weights,
+            checkpoints,
+        } => {
+            let file = if out
+                .extension()
+                .is_some_and(|extension| extension == "safetensors")
+            {
+                out
+            } else {
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                out.join("model.safetensors")
+            };
+            average_checkpoints(&checkpoints, weights.as_deref(), &file)?;
+            eprintln!(
+                "wrote the average of {} checkpoints to {}",
+                checkpoints.len(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            checkpoint,
+            out,
+            dtype,
+        } => {
+            let dtype = match dtype {
+                ExportDtype::F32 => DType::F32,
+                ExportDtype::Bf16 => DType::BF16,
+            };
+            let summary = training::export(&checkpoint, &out, dtype)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::{PretrainError, Result};
 use crate::loss::cross_entropy_sum;
 
 /// What a finished (or stopped) run reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// Updates completed, counting those before a resume.
     pub steps: u64,

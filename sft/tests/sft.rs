@@ -104,3 +104,37 @@ fn resumed_run_is_bitwise_identical() {
     };
     assert_eq!(losses(&whole_metrics), losses(&resumed_metrics));
 }
+
+#[test]
+fn every_sft_config_parses() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repository().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("sft-")
+            && path
+                .extension()
+                .is_some_and(|extension| extension == "toml")
+        {
+            let (config, resolved) = training::config::load_config::<SftConfig>(&path, &[])
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            config
+                .training
+                .schedule()
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert!(resolved.contains("sequence_length"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no configs/sft-*.toml");
+}
+
+#[test]
+fn unknown_config_keys_are_refused_by_name() {
+    let path = repository().join("configs/sft-tiny.toml");
+    let error =
+        training::config::load_config::<SftConfig>(&path, &["training.lerning_rate=1".to_owned()])
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("lerning_rate"), "{error}");
+}
