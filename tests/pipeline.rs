@@ -195,6 +195,33 @@ fn pretrain_sft_export_generate_average() {
     }
     assert!(lines[0]["message"]["role"] == "assistant" || lines[0]["decode_error"].is_string());
 
+    let mut chat = herd_command(&["chat", "--model", path(&exported), "--max-new-tokens", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herd chat starts");
+    std::io::Write::write_all(
+        &mut chat.stdin.take().expect("stdin"),
+        b"Hello!\n/reset\nHow are you?\n/exit\n",
+    )
+    .unwrap();
+    let chat = chat.wait_with_output().unwrap();
+    assert!(
+        chat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chat.stderr)
+    );
+    let transcript = String::from_utf8_lossy(&chat.stdout);
+    assert_eq!(transcript.matches("you> ").count(), 4, "{transcript}");
+    assert_eq!(
+        transcript.matches("assistant> ").count()
+            + transcript.matches("could not be decoded").count(),
+        2,
+        "{transcript}"
+    );
+    assert!(transcript.contains("(new conversation)"), "{transcript}");
+
     let averaged = directory.path().join("average");
     let checkpoints = sft_output.join("checkpoints");
     let mut steps: Vec<PathBuf> = std::fs::read_dir(&checkpoints)

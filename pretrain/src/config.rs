@@ -156,6 +156,14 @@ pub struct TrainingConfig {
     /// The dtype of the final HF checkpoint's weights (training is in f32).
     #[serde(default)]
     pub final_dtype: FinalDtype,
+    /// Where to train: "auto" (a CUDA GPU when herd is built with `--features cuda` and one is
+    /// present, else the CPU), "cpu" or "cuda".
+    #[serde(default)]
+    pub device: training::DeviceChoice,
+    /// The forward pass's dtype: "f32", or "bf16" over f32 master weights (the optimizer and its
+    /// state stay f32).
+    #[serde(default)]
+    pub compute_dtype: training::ComputeDtype,
 }
 
 /// The learning-rate decay after warmup.
@@ -259,6 +267,8 @@ impl PretrainConfig {
                 checkpoint_every: 25,
                 keep_checkpoints: default_keep_checkpoints(),
                 final_dtype: FinalDtype::F32,
+                device: training::DeviceChoice::default(),
+                compute_dtype: training::ComputeDtype::default(),
             },
         }
     }

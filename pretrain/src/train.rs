@@ -75,7 +75,7 @@ pub fn run_until(
     let training = &config.training;
     let output_dir = &config.output_dir;
     std::fs::create_dir_all(output_dir).map_err(PretrainError::io(output_dir))?;
-    let device = Device::Cpu;
+    let device = training::select_device(training.device)?;
 
     // Tokenizer and corpus: tokenized once into output_dir/data, reused on resume.
     let tokenizer = Llama3Tokenizer::from_file(&config.tokenizer)?;
@@ -88,7 +88,8 @@ pub fn run_until(
     let held_out_windows: Vec<usize> = (0..corpus.windows(Split::HeldOut)).collect();
 
     // The model (new, or a checkpoint to continue from; f32), its optimizer and the schedule.
-    let (llama, var_map) = build_model(config, &tokenizer, &device)?;
+    let (mut llama, var_map) = build_model(config, &tokenizer, &device)?;
+    llama.set_compute_dtype(training.compute_dtype.cast());
     let (mut optimizer, schedule) = optimizer_and_schedule(training, &var_map)?;
 
     // Resume: weights, optimizer, step, data position, RNG; the metrics log is cut to the step.

@@ -23,6 +23,33 @@ pub struct SftConfig {
     pub data: DataConfig,
     /// Optimisation.
     pub training: TrainingConfig,
+    /// Train LoRA adapters on a frozen base instead of every weight; `final/` holds the merged
+    /// model.
+    #[serde(default)]
+    pub lora: Option<LoraSettings>,
+}
+
+/// LoRA adapters (Hu et al. 2021; names and init as PEFT).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSettings {
+    /// Rank of each adapter.
+    pub rank: usize,
+    /// The update is scaled by alpha / rank.
+    pub alpha: f64,
+    /// Dropout on the adapter input while training.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Projections that get adapters: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`,
+    /// `up_proj`, `down_proj`.
+    #[serde(default = "default_target_modules")]
+    pub target_modules: Vec<String>,
+}
+
+fn default_target_modules() -> Vec<String> {
+    ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Which conversations, and how they become batches.
@@ -126,6 +153,14 @@ pub struct TrainingConfig {
     /// How many resumable checkpoints to keep.
     #[serde(default = "default_keep_checkpoints")]
     pub keep_checkpoints: usize,
+    /// Where to train: "auto" (a CUDA GPU when herd is built with `--features cuda` and one is
+    /// present, else the CPU), "cpu" or "cuda".
+    #[serde(default)]
+    pub device: training::DeviceChoice,
+    /// The forward pass's dtype: "f32", or "bf16" over f32 master weights (the optimizer and its
+    /// state stay f32).
+    #[serde(default)]
+    pub compute_dtype: training::ComputeDtype,
 }
 
 fn one() -> usize {
@@ -179,6 +214,7 @@ impl SftConfig {
         SftConfig {
             model,
             tokenizer: None,
+            lora: None,
             output_dir,
             data: DataConfig {
                 train: vec![PathBuf::from("data/samples/conversations.jsonl")],
@@ -203,6 +239,8 @@ impl SftConfig {
                 eval_every: 10,
                 checkpoint_every: 20,
                 keep_checkpoints: 2,
+                device: training::DeviceChoice::default(),
+                compute_dtype: training::ComputeDtype::default(),
             },
         }
     }

@@ -8,7 +8,11 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use datasets::render::Renderer;
 use datasets::tokenizer::Llama3Tokenizer;
-use model::{Checkpoint, Llama, SaveOptions, copy_tokenizer_files, save, varmap_tensors};
+use model::lora::set_dropout_seed;
+use model::{
+    Checkpoint, Llama, LoraConfig, SaveOptions, apply_lora, copy_tokenizer_files, save,
+    varmap_tensors,
+};
 use serde::Serialize;
 use training::{
     AdamW, AdamWConfig, GradientAccumulator, MetricsLog, Progress, Rng, StepMetrics,
@@ -47,8 +51,8 @@ pub struct Summary {
     reason = "the whole loop, readable top to bottom, as every stage's train.rs (STYLE.md)"
 )]
 pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftError> {
-    let device = Device::Cpu;
     let training = &config.training;
+    let device = training::select_device(training.device)?;
     let schedule = training.schedule().map_err(SftError::Config)?;
     let tokenizer_path = data::tokenizer_path(&config.model, config.tokenizer.as_ref());
     let tokenizer = Llama3Tokenizer::from_file(&tokenizer_path)?;
@@ -59,8 +63,28 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         eprintln!("skipped {reason}");
     }
 
-    let (model, var_map) =
-        Checkpoint::load(&config.model, DType::F32, &device)?.trainable_model()?;
+    // Full fine-tuning trains every weight; with LoRA the base is frozen and only the adapters are
+    // Vars, so the optimizer, its state and the resumable checkpoints hold the adapters alone.
+    let checkpoint = Checkpoint::load(&config.model, DType::F32, &device)?;
+    let (mut model, var_map) = match &config.lora {
+        None => checkpoint.trainable_model()?,
+        Some(lora) => {
+            let mut model = checkpoint.model()?;
+            let adapters = apply_lora(
+                &mut model,
+                &LoraConfig {
+                    rank: lora.rank,
+                    alpha: lora.alpha,
+                    dropout: lora.dropout,
+                    target_modules: lora.target_modules.clone(),
+                    seed: training.seed,
+                },
+            )?;
+            (model, adapters)
+        }
+    };
+    drop(checkpoint);
+    model.set_compute_dtype(training.compute_dtype.cast());
     let mut optimizer = AdamW::from_var_map(
         &var_map,
         AdamWConfig {
@@ -115,6 +139,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
             ),
         };
 
+    set_dropout_seed(&mut model, None);
     let held_out_loss_before = evaluate(
         &model,
         &sft_data,
@@ -136,6 +161,13 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     let mut held_out_loss_after = held_out_loss_before;
     while step < training.steps {
         let step_started = Instant::now();
+        if config.lora.is_some() {
+            // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
+            set_dropout_seed(
+                &mut model,
+                Some(training.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            );
+        }
         let mut accumulator = GradientAccumulator::new();
         for _ in 0..training.gradient_accumulation.max(1) {
             if position.batch >= epoch_rows.len() {
@@ -182,6 +214,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         step += 1;
 
         let held_out_loss = if step % training.eval_every.max(1) == 0 || step == training.steps {
+            set_dropout_seed(&mut model, None);
             let loss = evaluate(
                 &model,
                 &sft_data,
@@ -231,10 +264,16 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     progress.finish();
 
     let final_model = config.output_dir.join("final");
+    let weights = if config.lora.is_some() {
+        // W + (alpha / r)·B·A for every adapted projection, under the HF names.
+        model.merged_tensors()?
+    } else {
+        varmap_tensors(&var_map)
+    };
     save(
         &final_model,
         model.config(),
-        &varmap_tensors(&var_map),
+        &weights,
         &SaveOptions::default(),
     )?;
     copy_tokenizer_files(&config.model, &final_model)?;

@@ -138,3 +138,111 @@ fn unknown_config_keys_are_refused_by_name() {
             .to_string();
     assert!(error.contains("lerning_rate"), "{error}");
 }
+
+#[test]
+fn lora_trains_adapters_only_and_merges_them() {
+    let directory = tempfile::tempdir().unwrap();
+    let model = directory.path().join("model");
+    tiny_model(&model);
+    // LoRA adapts a trained model: over a random base, the frozen final norm and LM head (init std
+    // 0.02) cap the logits near uniform whatever the adapters do. So first a short full fine-tune
+    // on all samples gives the base; then the adapters must fit two conversations (trained and
+    // measured on the same pair).
+    let base_run = directory.path().join("base");
+    let mut base_settings = config(&model, &base_run, 40);
+    base_settings.training.learning_rate = 1e-2;
+    sft::run(&base_settings, "").expect("base fine-tune");
+    let model = base_run.join("final");
+    let samples =
+        std::fs::read_to_string(repository().join("data/samples/conversations.jsonl")).unwrap();
+    let small = directory.path().join("two.jsonl");
+    std::fs::write(
+        &small,
+        samples.lines().take(2).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let output = directory.path().join("lora");
+    let mut settings = config(&model, &output, 30);
+    settings.data.train = vec![small.clone()];
+    settings.data.held_out = vec![small];
+    settings.training.learning_rate = 2e-2;
+    settings.lora = Some(sft::config::LoraSettings {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.05,
+        target_modules: [
+            "q_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    });
+    settings.training.checkpoint_every = 30;
+    let summary = sft::run(&settings, "").expect("LoRA sft runs");
+    let (before, after) = (
+        summary.held_out_loss_before.unwrap(),
+        summary.held_out_loss_after.unwrap(),
+    );
+    eprintln!("LoRA loss on its two conversations {before:.3} → {after:.3}");
+    // Every step sees one of the two conversations: each one's loss must fall step after step.
+    // (Measured 2026-11-23: 4.74 → 4.66 and 4.38 → 4.25 in 30 steps — slower than full
+    // fine-tuning on a model this small; not yet compared with PEFT.)
+    let losses: Vec<f64> = training::read_metrics(&output.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|line| line.loss)
+        .collect();
+    let (high, low): (Vec<f64>, Vec<f64>) = losses.iter().partition(|&&loss| loss > 4.5);
+    for row in [&high, &low] {
+        assert!(row.len() >= 10, "{losses:.3?}");
+        assert!(row[row.len() - 1] < row[0] - 0.05, "{losses:.3?}");
+    }
+    assert!(after < before - 0.05, "LoRA loss {before:.3} → {after:.3}");
+
+    let load = |file: PathBuf| candle_core::safetensors::load(file, &Device::Cpu).unwrap();
+    let resumable = load(output.join("checkpoints/step-00000030/model.safetensors"));
+    assert!(!resumable.is_empty());
+    assert!(
+        resumable
+            .keys()
+            .all(|name| name.contains(".lora_A.") || name.contains(".lora_B.")),
+        "the resumable checkpoint should hold adapters only: {:?}",
+        resumable.keys().collect::<Vec<_>>()
+    );
+    let base = load(model.join("model.safetensors"));
+    let merged = load(output.join("final/model.safetensors"));
+    assert_eq!(
+        base.keys().collect::<std::collections::BTreeSet<_>>(),
+        merged.keys().collect::<std::collections::BTreeSet<_>>()
+    );
+    let differs = |name: &str| {
+        (&base[name] - &merged[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    };
+    assert!(!differs("model.embed_tokens.weight"), "the base is frozen");
+    assert!(
+        !differs("model.layers.0.self_attn.k_proj.weight"),
+        "k_proj has no adapter"
+    );
+    assert!(
+        differs("model.layers.0.self_attn.q_proj.weight"),
+        "the q_proj adapter is merged"
+    );
+    assert!(
+        differs("model.layers.1.mlp.down_proj.weight"),
+        "the down_proj adapter is merged"
+    );
+}
