@@ -195,6 +195,38 @@ fn pretrain_sft_export_generate_average() {
     }
     assert!(lines[0]["message"]["role"] == "assistant" || lines[0]["decode_error"].is_string());
 
+    // Token ids need no tokenizer: a model directory with weights and config only.
+    let bare = directory.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(exported.join(file), bare.join(file)).unwrap();
+    }
+    let ids_prompts = directory.path().join("ids.jsonl");
+    std::fs::write(&ids_prompts, "{\"ids\": [1, 2, 3]}\n{\"ids\": [40, 41]}\n").unwrap();
+    let ids_out = directory.path().join("ids-out.jsonl");
+    herd(&[
+        "generate",
+        "--model",
+        path(&bare),
+        "--input",
+        path(&ids_prompts),
+        "--output",
+        path(&ids_out),
+        "--max-new-tokens",
+        "5",
+    ]);
+    let ids_lines: Vec<Value> = std::fs::read_to_string(&ids_out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(ids_lines.len(), 2);
+    assert!(
+        ids_lines
+            .iter()
+            .all(|line| line["text"].is_null() && line["ids"].is_array())
+    );
+
     let mut chat = herd_command(&["chat", "--model", path(&exported), "--max-new-tokens", "8"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
