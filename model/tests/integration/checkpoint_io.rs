@@ -171,3 +171,53 @@ fn tokenizer_files_are_copied_when_present() {
     let copied = model::copy_tokenizer_files(from.path(), to.path()).expect("copy");
     assert_eq!(copied, [to.path().join("tokenizer.json")]);
 }
+
+/// f16 weights (as some HF checkpoints ship) load and compute like the same rounded values in f32.
+#[test]
+fn f16_checkpoints_load() {
+    let original =
+        Checkpoint::load(&fixture("mha_classic"), DType::F32, &Device::Cpu).expect("load");
+    let rounded: HashMap<String, Tensor> = original
+        .tensors
+        .iter()
+        .map(|(name, tensor)| {
+            let half = tensor.to_dtype(DType::F16).expect("to f16");
+            (name.clone(), half)
+        })
+        .collect();
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixture("mha_classic").join("config.json"),
+        directory.path().join("config.json"),
+    )
+    .expect("copy config");
+    candle_core::safetensors::save(&rounded, directory.path().join("model.safetensors"))
+        .expect("save f16");
+    let loaded = Checkpoint::load(directory.path(), DType::F32, &Device::Cpu).expect("load f16");
+    assert!(
+        loaded
+            .tensors
+            .values()
+            .all(|tensor| tensor.dtype() == DType::F32)
+    );
+    let ids = token_ids(10, 256, 3);
+    let from_f16 = logits(&loaded.model().expect("model"), &ids);
+    let widened: HashMap<String, Tensor> = rounded
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.to_dtype(DType::F32).expect("to f32")))
+        .collect();
+    let reference = tempfile::tempdir().expect("tempdir");
+    let options = SaveOptions {
+        dtype: DType::F32,
+        max_shard_bytes: usize::MAX,
+    };
+    save(reference.path(), &original.config, &widened, &options).expect("save f32");
+    let expected = logits(
+        &Checkpoint::load(reference.path(), DType::F32, &Device::Cpu)
+            .expect("load")
+            .model()
+            .expect("model"),
+        &ids,
+    );
+    assert_eq!(from_f16, expected);
+}
