@@ -116,6 +116,7 @@ pub fn decode_assistant(
             }),
             end,
             tool_call_id: None,
+            name: None,
         }
     } else {
         Message {

@@ -249,6 +249,9 @@ pub struct Message {
     pub end: MessageEnd,
     /// For an ipython (tool result) message: the id of the call it answers, if the data had one.
     pub tool_call_id: Option<String>,
+    /// The `name` field of the OpenAI format (e.g. the function a tool result comes from), kept
+    /// for the data's sake; Llama 3.1 does not render it.
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -261,6 +264,7 @@ impl Message {
             tool_call: None,
             end: MessageEnd::EndOfTurn,
             tool_call_id: None,
+            name: None,
         }
     }
 
@@ -273,6 +277,7 @@ impl Message {
             tool_call: Some(ToolCall { id: None, tool }),
             end: MessageEnd::EndOfMessage,
             tool_call_id: None,
+            name: None,
         }
     }
 
@@ -375,8 +380,9 @@ impl Message {
             }
         };
         let tool_call_id = optional_string(fields, "tool_call_id", path, &mut problems);
-        // OpenAI tool results may carry the function's `name`; it is not rendered by Llama 3.1.
-        let _ = optional_string(fields, "name", path, &mut problems);
+        // OpenAI tool results may carry the function's `name`; kept, though Llama 3.1 does not
+        // render it.
+        let name = optional_string(fields, "name", path, &mut problems);
 
         if let Some(role) = role {
             if role != Role::Assistant {
@@ -417,6 +423,7 @@ impl Message {
                 tool_call,
                 end: end.unwrap_or_default(),
                 tool_call_id,
+                name,
             }),
             _ => Err(problems),
         }
@@ -448,6 +455,9 @@ impl Message {
         }
         if let Some(id) = &self.tool_call_id {
             fields.insert("tool_call_id".to_owned(), json!(id));
+        }
+        if let Some(name) = &self.name {
+            fields.insert("name".to_owned(), json!(name));
         }
         Value::Object(fields)
     }
@@ -646,6 +656,15 @@ mod tests {
     fn tool_is_an_alias_of_ipython() {
         let message = parse(r#"{"role": "tool", "content": "42"}"#).unwrap();
         assert_eq!(message.role, Role::Ipython);
+    }
+
+    #[test]
+    fn openai_tool_result_fields_survive_a_round_trip() {
+        let text =
+            r#"{"role":"ipython","content":"21°C","tool_call_id":"call_1","name":"get_weather"}"#;
+        let message = parse(text).unwrap();
+        assert_eq!(message.name.as_deref(), Some("get_weather"));
+        assert_eq!(serde_json::to_string(&message).unwrap(), text);
     }
 
     #[test]
