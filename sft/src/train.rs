@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use datasets::render::Renderer;
-use datasets::tokenizer::Llama3Tokenizer;
+use datasets::tokenizer::{Llama3Tokenizer, SpecialTokenIds};
 use model::lora::set_dropout_seed;
 use model::{
     Checkpoint, Llama, LoraConfig, SaveOptions, apply_lora, copy_tokenizer_files, save,
@@ -139,23 +139,19 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
             ),
         };
 
-    set_dropout_seed(&mut model, None);
-    let held_out_loss_before = evaluate(
-        &model,
-        &sft_data,
-        config,
-        special.begin_of_text,
-        special.finetune_right_pad,
-        &device,
-    )?;
-    let mut epoch_rows = data::epoch_batches(
-        &sft_data.train,
-        position.epoch,
-        training.seed,
-        &config.data,
-        training.batch_size,
-        special.finetune_right_pad,
-    )?;
+    let held_out_loss_before = evaluate(&mut model, &sft_data, config, &special, &device)?;
+    // An epoch's batches follow from (seed, epoch) alone: what makes resuming exact.
+    let rows_for_epoch = |epoch| {
+        data::epoch_batches(
+            &sft_data.train,
+            epoch,
+            training.seed,
+            &config.data,
+            training.batch_size,
+            special.finetune_right_pad,
+        )
+    };
+    let mut epoch_rows = rows_for_epoch(position.epoch)?;
     let progress = Progress::new(training.steps, step);
     let started = Instant::now();
     let mut held_out_loss_after = held_out_loss_before;
@@ -175,14 +171,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
                     epoch: position.epoch + 1,
                     batch: 0,
                 };
-                epoch_rows = data::epoch_batches(
-                    &sft_data.train,
-                    position.epoch,
-                    training.seed,
-                    &config.data,
-                    training.batch_size,
-                    special.finetune_right_pad,
-                )?;
+                epoch_rows = rows_for_epoch(position.epoch)?;
             }
             let batch = data::to_batch(
                 &epoch_rows[position.batch],
@@ -214,15 +203,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         step += 1;
 
         let held_out_loss = if step % training.eval_every.max(1) == 0 || step == training.steps {
-            set_dropout_seed(&mut model, None);
-            let loss = evaluate(
-                &model,
-                &sft_data,
-                config,
-                special.begin_of_text,
-                special.finetune_right_pad,
-                &device,
-            )?;
+            let loss = evaluate(&mut model, &sft_data, config, &special, &device)?;
             held_out_loss_after = loss;
             loss
         } else {
@@ -292,15 +273,17 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     })
 }
 
-/// Mean per-token loss over the held-out conversations (`None` when there are none).
+/// Mean per-token loss over the held-out conversations (`None` when there are none), with LoRA
+/// dropout switched off.
 fn evaluate(
-    model: &Llama,
+    model: &mut Llama,
     data: &SftData,
     config: &SftConfig,
-    begin_of_text: u32,
-    pad_id: u32,
+    special: &SpecialTokenIds,
     device: &Device,
 ) -> Result<Option<f64>, SftError> {
+    set_dropout_seed(model, None);
+    let (begin_of_text, pad_id) = (special.begin_of_text, special.finetune_right_pad);
     if data.held_out.is_empty() {
         return Ok(None);
     }
