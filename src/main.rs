@@ -6,6 +6,8 @@
     reason = "doc comments here are --help text, which clap shows without Markdown"
 )]
 
+mod label;
+
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +90,9 @@ enum Command {
         #[arg(required = true, num_args = 2..)]
         checkpoints: Vec<PathBuf>,
     },
+    /// The labeling app: serve it, create accounts, import items, export preferences.
+    #[command(subcommand)]
+    Label(label::LabelCommand),
     /// Export an HF checkpoint directory (weights, config, tokenizer with the chat template).
     Export {
         /// The checkpoint directory, e.g. a run's final/.
@@ -273,6 +278,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data(command) => run_data(command),
+        Command::Label(command) => label::run_label(command),
         Command::Tokenizer(command) => run_tokenizer(command),
         Command::Pretrain(stage) => {
             let (config, resolved) =
