@@ -48,6 +48,7 @@ const ITEMS: &str = r#"{"id": "q1", "prompt": [{"role": "user", "content": "What
 "#;
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one story, told in order")]
 fn import_annotate_export_validate_through_the_binary() {
     let data = tempfile::tempdir().unwrap();
     let items = data.path().join("items.jsonl");

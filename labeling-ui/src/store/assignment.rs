@@ -128,10 +128,12 @@ impl Database {
         sqlx::query(
             "UPDATE slots SET state = 'open', annotator_id = NULL, lease_token = NULL, \
              leased_ms = NULL, lease_expires_ms = NULL \
-             WHERE project_id = $1 AND annotator_id = $2 AND state = 'leased'",
+             WHERE project_id = $1 AND annotator_id = $2 AND state = 'leased' \
+             AND lease_expires_ms <= $3",
         )
         .bind(project_id)
         .bind(annotator_id)
+        .bind(now_ms)
         .execute(&mut *transaction)
         .await?;
         let claimable = "s.project_id = $1 \
