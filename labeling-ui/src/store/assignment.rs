@@ -150,14 +150,18 @@ impl Database {
         .fetch_optional(&mut *transaction)
         .await?;
         let Some(row) = picked else {
-            // Nothing unlocked: is everything done for this annotator, or merely held by
-            // concurrent transactions (tell the client to come back rather than "no more tasks")?
-            let held = sqlx::query(&format!(
-                "SELECT COUNT(*) AS n FROM slots s WHERE {claimable}"
-            ))
+            // Nothing claimable now: is everything done for this annotator, or held by others —
+            // a live lease, which comes back if it expires or is skipped, or a concurrent
+            // transaction? Then tell the client to come back rather than "no more tasks"
+            // (README: "wait" = work exists but others hold it).
+            let held = sqlx::query(
+                "SELECT COUNT(*) AS n FROM slots s WHERE s.project_id = $1 \
+                 AND s.state <> 'submitted' \
+                 AND NOT EXISTS (SELECT 1 FROM item_annotators a \
+                                 WHERE a.item_id = s.item_id AND a.annotator_id = $2)",
+            )
             .bind(project_id)
             .bind(annotator_id)
-            .bind(now_ms)
             .fetch_one(&mut *transaction)
             .await?;
             transaction.commit().await?;
@@ -495,6 +499,21 @@ impl Database {
         let holds_lease = holder == Some(annotator_id)
             && state == "leased"
             && token.as_deref() == Some(submission.lease_token.as_str());
+        if !holds_lease
+            && let Some(own) = sqlx::query(
+                "SELECT id FROM slots WHERE item_id = $1 AND annotator_id = $2 AND state = 'leased'",
+            )
+            .bind(item_id)
+            .bind(annotator_id)
+            .fetch_optional(&mut *transaction)
+            .await?
+        {
+            // The annotator holds another slot of this item: the answer belongs there.
+            let own: i64 = column(&own, "id")?;
+            return Err(StoreError::Conflict(format!(
+                "slot {slot_id} is not your lease; submit to your slot {own}"
+            )));
+        }
         let (late, over_quota, annotation_slot) = if holds_lease {
             (
                 expires.is_some_and(|expires| now_ms > expires),

@@ -89,6 +89,8 @@ pub async fn overview(
 /// The create-project form.
 #[derive(Debug, Deserialize)]
 pub struct ProjectForm {
+    // Defaulted so that a missing token is refused as a CSRF failure (403), not a form error.
+    #[serde(default)]
     csrf: String,
     name: String,
     overlap: i64,
@@ -123,6 +125,8 @@ pub async fn create_project(
 /// The create-user form.
 #[derive(Debug, Deserialize)]
 pub struct UserForm {
+    // Defaulted so that a missing token is refused as a CSRF failure (403), not a form error.
+    #[serde(default)]
     csrf: String,
     username: String,
     password: String,
@@ -287,6 +291,8 @@ pub async fn project(
 /// The guidelines form.
 #[derive(Debug, Deserialize)]
 pub struct GuidelinesForm {
+    // Defaulted so that a missing token is refused as a CSRF failure (403), not a form error.
+    #[serde(default)]
     csrf: String,
     guidelines: String,
 }

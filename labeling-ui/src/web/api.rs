@@ -106,6 +106,8 @@ pub async fn heartbeat(
     body: Result<Json<LeaseBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
     let Json(body) = body.map_err(|rejection| json_error(&rejection))?;
+    // A slot that does not exist is 404 (README), not a lost lease.
+    state.db.slot_project(slot_id).await?;
     let expires = state
         .db
         .heartbeat(
@@ -134,6 +136,7 @@ pub async fn save_draft(
     body: Result<Json<DraftBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
     let Json(body) = body.map_err(|rejection| json_error(&rejection))?;
+    state.db.slot_project(slot_id).await?;
     state
         .db
         .save_draft(

@@ -97,15 +97,15 @@ async fn admin_execute(sql: &str) {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
-            let pool = self.db.pool().clone();
             // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
+            // The pool is not closed first: closing waits for connections that only the test's
+            // (now blocked) runtime could hand back. `WITH (FORCE)` ends them instead.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    pool.close().await;
                     admin_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 });
             })
