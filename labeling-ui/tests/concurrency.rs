@@ -197,7 +197,6 @@ async fn five_tabs_claiming_at_once_get_one_lease() {
 /// The same at the end of a project, when fewer unlocked slots remain than tabs claim: a tab must
 /// get the live lease (or "wait"), never "done" while another tab holds the last item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: on Postgres a tab can hear \"done\" while another tab holds the lease (see try_claim)"]
 async fn five_tabs_claiming_the_last_items_never_hear_done_while_one_holds_a_lease() {
     five_tabs(10, usize::MAX, 1).await;
 }
@@ -206,7 +205,6 @@ async fn five_tabs_claiming_the_last_items_never_hear_done_while_one_holds_a_lea
 /// other must all get the one stored annotation (README: "the same `submission_id` with the same
 /// body returns the same answer").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: on Postgres the losing copies get 409 \"this item is already submitted\" (see try_submit)"]
 async fn five_racing_copies_of_one_submission_store_one_annotation() {
     five_tabs(200, 20, 5).await;
 }

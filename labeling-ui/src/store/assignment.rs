@@ -164,12 +164,15 @@ impl Database {
             .bind(annotator_id)
             .fetch_one(&mut *transaction)
             .await?;
+            if column::<i64>(&held, "n")? > 0 {
+                transaction.commit().await?;
+                return Ok(Claim::Wait);
+            }
+            // Another tab of this annotator may have committed a lease since this transaction's
+            // first look (Postgres reads each statement's own snapshot): that lease is the answer.
+            let lease = live_lease(&mut transaction, project_id, annotator_id, now_ms).await?;
             transaction.commit().await?;
-            return Ok(if column::<i64>(&held, "n")? > 0 {
-                Claim::Wait
-            } else {
-                Claim::Done
-            });
+            return Ok(lease.map_or(Claim::Done, Claim::Assigned));
         };
         let slot_id: i64 = column(&row, "id")?;
         let item_id: i64 = column(&row, "item_id")?;
@@ -427,6 +430,17 @@ impl Database {
             format!("{slot_id}\n{judgment_json}").as_bytes(),
         ));
         let mut transaction = self.pool().begin().await?;
+        // The slot's row lock comes first: racing copies of one submission queue here, and each
+        // later copy then finds the first one's row below and answers as it did.
+        let slot = sqlx::query(&format!(
+            "SELECT project_id, item_id, state, annotator_id, lease_token, lease_expires_ms \
+             FROM slots WHERE id = $1 {}",
+            self.for_update()
+        ))
+        .bind(slot_id)
+        .fetch_optional(&mut *transaction)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("slot {slot_id}")))?;
         if let Some(existing) = sqlx::query(
             "SELECT id, annotator_id, request_hash, late, over_quota FROM annotations \
              WHERE submission_id = $1",
@@ -452,15 +466,6 @@ impl Database {
                 over_quota: column::<i64>(&existing, "over_quota")? != 0,
             });
         }
-        let slot = sqlx::query(&format!(
-            "SELECT project_id, item_id, state, annotator_id, lease_token, lease_expires_ms \
-             FROM slots WHERE id = $1 {}",
-            self.for_update()
-        ))
-        .bind(slot_id)
-        .fetch_optional(&mut *transaction)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("slot {slot_id}")))?;
         let project_id: i64 = column(&slot, "project_id")?;
         let item_id: i64 = column(&slot, "item_id")?;
         let state: String = column(&slot, "state")?;
@@ -580,6 +585,9 @@ impl Database {
         )
         .await?;
         transaction.commit().await?;
+        if annotation_slot.is_some() {
+            self.count_submitted_slot(project_id);
+        }
         Ok(Submitted {
             annotation_id,
             late,
@@ -587,26 +595,41 @@ impl Database {
         })
     }
 
-    /// The progress line's counts.
+    /// The progress line's counts; the project-wide ones may be up to a second old.
     pub async fn progress(
         &self,
         project_id: i64,
         annotator_id: i64,
+        now_ms: i64,
     ) -> Result<Progress, StoreError> {
-        let row = sqlx::query(
-            "SELECT \
-               (SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND annotator_id = $2) AS mine, \
-               (SELECT COUNT(*) FROM slots WHERE project_id = $1 AND state = 'submitted') AS submitted, \
-               (SELECT COUNT(*) FROM slots WHERE project_id = $1) AS required",
+        let mine = sqlx::query(
+            "SELECT COUNT(*) AS n FROM annotations WHERE project_id = $1 AND annotator_id = $2",
         )
         .bind(project_id)
         .bind(annotator_id)
         .fetch_one(self.pool())
         .await?;
+        let (project_submitted, project_required) = if let Some(counts) =
+            self.cached_project_counts(project_id, now_ms)
+        {
+            counts
+        } else {
+            let row = sqlx::query(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM slots WHERE project_id = $1 AND state = 'submitted') AS submitted, \
+                       (SELECT COUNT(*) FROM slots WHERE project_id = $1) AS required",
+                )
+                .bind(project_id)
+                .fetch_one(self.pool())
+                .await?;
+            let counts = (column(&row, "submitted")?, column(&row, "required")?);
+            self.remember_project_counts(project_id, now_ms, counts);
+            counts
+        };
         Ok(Progress {
-            submitted_by_me: column(&row, "mine")?,
-            project_submitted: column(&row, "submitted")?,
-            project_required: column(&row, "required")?,
+            submitted_by_me: column(&mine, "n")?,
+            project_submitted,
+            project_required,
         })
     }
 }

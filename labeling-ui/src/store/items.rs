@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::audit::{AuditEntry, append};
 use super::column;
-use crate::db::Database;
+use crate::db::{Backend, Database};
 use crate::error::StoreError;
 use crate::import::ImportItem;
 
@@ -70,33 +70,60 @@ impl Database {
                     continue;
                 };
                 let item_id: i64 = column(&row, "id")?;
+                // One statement for the candidates and one for the slots (multi-row VALUES):
+                // an import is a few round trips per item, not one per row.
+                let placeholders = (0..item.responses.len())
+                    .map(|row| {
+                        let base = row * 6;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${})",
+                            base + 1,
+                            base + 2,
+                            base + 3,
+                            base + 4,
+                            base + 5,
+                            base + 6
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let insert_candidates = format!(
+                    "INSERT INTO candidates (item_id, position, external_id, content, model, round) \
+                     VALUES {placeholders}"
+                );
+                let mut query = sqlx::query(&insert_candidates);
                 for (position, response) in item.responses.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO candidates (item_id, position, external_id, content, model, round) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(item_id)
-                    .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                    .bind(response.id.as_deref())
-                    .bind(&response.content)
-                    .bind(response.model.as_deref())
-                    .bind(response.round)
-                    .execute(&mut *transaction)
-                    .await?;
+                    query = query
+                        .bind(item_id)
+                        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                        .bind(response.id.as_deref())
+                        .bind(&response.content)
+                        .bind(response.model.as_deref())
+                        .bind(response.round);
                 }
-                for slot_no in 0..project.overlap {
-                    sqlx::query(
-                        "INSERT INTO slots (project_id, item_id, slot_no, state) VALUES ($1, $2, $3, 'open')",
-                    )
-                    .bind(project_id)
-                    .bind(item_id)
-                    .bind(slot_no)
-                    .execute(&mut *transaction)
-                    .await?;
-                }
+                query.execute(&mut *transaction).await?;
+                let slot_rows = (0..project.overlap)
+                    .map(|slot_no| format!("($1, $2, {slot_no}, 'open')"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                sqlx::query(&format!(
+                    "INSERT INTO slots (project_id, item_id, slot_no, state) VALUES {slot_rows}"
+                ))
+                .bind(project_id)
+                .bind(item_id)
+                .execute(&mut *transaction)
+                .await?;
                 summary.added += 1;
             }
             transaction.commit().await?;
+        }
+        self.forget_project_counts(project_id);
+        if self.backend() == Backend::Postgres && summary.added > 0 {
+            // Fresh planner statistics: without them the claim query right after a big import
+            // scans every slot (507 ms per claim at 60k slots, 0.37 ms after ANALYZE).
+            sqlx::query("ANALYZE slots, items, candidates, item_annotators")
+                .execute(self.pool())
+                .await?;
         }
         let mut connection = self.pool().acquire().await?;
         append(

@@ -24,7 +24,10 @@ pub async fn claim(
         .db
         .claim(project_id, user_id, state.clock.now_ms())
         .await?;
-    let progress = state.db.progress(project_id, user_id).await?;
+    let progress = state
+        .db
+        .progress(project_id, user_id, state.clock.now_ms())
+        .await?;
     let lease = match claim {
         Claim::Done => return Ok(Json(json!({"status": "done", "progress": progress}))),
         Claim::Wait => return Ok(Json(json!({"status": "wait", "progress": progress}))),
@@ -87,7 +90,10 @@ pub async fn progress(
     Path(project_id): Path<i64>,
 ) -> Result<Json<Value>, AppError> {
     state.db.project(project_id).await?;
-    let progress = state.db.progress(project_id, session.user.id).await?;
+    let progress = state
+        .db
+        .progress(project_id, session.user.id, state.clock.now_ms())
+        .await?;
     Ok(Json(json!(progress)))
 }
 
@@ -195,7 +201,10 @@ pub async fn submit(
         .submit(slot_id, session.user.id, &submission, state.clock.now_ms())
         .await?;
     let project_id = state.db.slot_project(slot_id).await?;
-    let progress = state.db.progress(project_id, session.user.id).await?;
+    let progress = state
+        .db
+        .progress(project_id, session.user.id, state.clock.now_ms())
+        .await?;
     Ok(Json(json!({
         "annotation_id": submitted.annotation_id,
         "late": submitted.late,
@@ -231,7 +240,10 @@ pub async fn skip(
             state.clock.now_ms(),
         )
         .await?;
-    let progress = state.db.progress(project_id, session.user.id).await?;
+    let progress = state
+        .db
+        .progress(project_id, session.user.id, state.clock.now_ms())
+        .await?;
     Ok(Json(json!({"skipped": true, "progress": progress})))
 }
 

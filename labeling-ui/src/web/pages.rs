@@ -84,7 +84,10 @@ pub async fn projects(
 ) -> Result<Html<String>, AppError> {
     let mut rows = Vec::new();
     for project in state.db.projects().await? {
-        let progress = state.db.progress(project.id, user.0.user.id).await?;
+        let progress = state
+            .db
+            .progress(project.id, user.0.user.id, state.clock.now_ms())
+            .await?;
         rows.push((project, progress));
     }
     Ok(layout(
