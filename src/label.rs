@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use datasets::records::Strength;
 use labeling::commands::{self, ProjectDefaults};
 use labeling::db::{Database, redact};
 use labeling::export::ExportFilter;
@@ -223,20 +222,9 @@ async fn run(command: LabelCommand) -> Result<ExitCode> {
             include_all_bad,
             include_over_quota,
         } => {
-            let mut levels = Vec::new();
-            for text in &strength {
-                levels.push(Strength::parse(text).with_context(|| {
-                    format!("--strength: unknown level {text:?} (significantly_better, better, slightly_better, marginally_better)")
-                })?);
-            }
-            let filter = ExportFilter {
-                strengths: if levels.is_empty() {
-                    None
-                } else {
-                    Some(levels)
-                },
-                include_all_bad,
-            };
+            let filter =
+                ExportFilter::from_strengths(strength.iter().map(String::as_str), include_all_bad)
+                    .map_err(|message| anyhow::anyhow!("--{message}"))?;
             let db = connect(&database).await?;
             let summary =
                 commands::export_file(&db, &project, &out, &filter, include_over_quota).await?;

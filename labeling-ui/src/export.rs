@@ -49,6 +49,30 @@ pub struct ExportFilter {
 }
 
 impl ExportFilter {
+    /// A filter from strength spellings (each may be comma-separated; none = all four levels).
+    pub fn from_strengths<'a>(
+        texts: impl IntoIterator<Item = &'a str>,
+        include_all_bad: bool,
+    ) -> Result<ExportFilter, String> {
+        let mut levels = Vec::new();
+        for text in texts.into_iter().flat_map(|value| value.split(',')) {
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            levels.push(Strength::parse(text).ok_or_else(|| {
+                format!(
+                    "strength: unknown level {text:?} (significantly_better, better, \
+                     slightly_better, marginally_better)"
+                )
+            })?);
+        }
+        Ok(ExportFilter {
+            strengths: (!levels.is_empty()).then_some(levels),
+            include_all_bad,
+        })
+    }
+
     fn keeps(&self, level: Strength) -> bool {
         self.strengths
             .as_ref()

@@ -4,6 +4,7 @@
 use serde_json::Value;
 use sqlx::AnyConnection;
 
+use crate::db::Database;
 use crate::error::StoreError;
 
 /// One entry to append.
@@ -40,4 +41,12 @@ pub async fn append(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+impl Database {
+    /// Appends `entry` on its own (for events that change nothing else: logins, imports).
+    pub async fn audit(&self, entry: &AuditEntry<'_>, now_ms: i64) -> Result<(), StoreError> {
+        let mut connection = self.pool().acquire().await?;
+        append(&mut connection, entry, now_ms).await
+    }
 }

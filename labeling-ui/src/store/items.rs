@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::audit::{AuditEntry, append};
+use super::audit::AuditEntry;
 use super::column;
 use crate::db::{Backend, Database};
 use crate::error::StoreError;
@@ -125,9 +125,7 @@ impl Database {
                 .execute(self.pool())
                 .await?;
         }
-        let mut connection = self.pool().acquire().await?;
-        append(
-            &mut connection,
+        self.audit(
             &AuditEntry {
                 actor_id,
                 action: "import",

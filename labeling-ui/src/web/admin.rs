@@ -392,26 +392,11 @@ pub async fn export(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, AppError> {
     let query: ExportQuery = parse_export_query(query.as_deref().unwrap_or_default())?;
-    let mut levels = Vec::new();
-    for text in query.strength.iter().flat_map(|value| value.split(',')) {
-        if text.is_empty() {
-            continue;
-        }
-        levels.push(Strength::parse(text).ok_or_else(|| {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                format!("strength: unknown level {text:?}"),
-            )
-        })?);
-    }
-    let filter = ExportFilter {
-        strengths: if levels.is_empty() {
-            None
-        } else {
-            Some(levels)
-        },
-        include_all_bad: query.include_all_bad.is_some(),
-    };
+    let filter = ExportFilter::from_strengths(
+        query.strength.iter().map(String::as_str),
+        query.include_all_bad.is_some(),
+    )
+    .map_err(|message| AppError::new(StatusCode::BAD_REQUEST, message))?;
     let mut body = String::new();
     export_project(
         &state.db,

@@ -24,7 +24,7 @@ use sha2::Sha256;
 
 use super::pages::{layout, message_page};
 use super::{AppError, AppState};
-use crate::store::audit::{AuditEntry, append};
+use crate::store::audit::AuditEntry;
 use crate::store::random_hex;
 use crate::store::sessions::Session;
 use crate::store::users::{DUMMY_HASH, Role, verify_password};
@@ -351,27 +351,22 @@ pub async fn login(
             if let Some(key) = address_key {
                 state.login_limiter.record_failure(key, window_ms, now);
             }
-            let mut connection = state
+            state
                 .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(crate::error::StoreError::from)?;
-            append(
-                &mut connection,
-                &AuditEntry {
-                    actor_id: None,
-                    action: "login_failed",
-                    project_id: None,
-                    subject: format!(
-                        "username:{}",
-                        form.username.chars().take(64).collect::<String>()
-                    ),
-                    detail: json!({}),
-                },
-                now,
-            )
-            .await?;
+                .audit(
+                    &AuditEntry {
+                        actor_id: None,
+                        action: "login_failed",
+                        project_id: None,
+                        subject: format!(
+                            "username:{}",
+                            form.username.chars().take(64).collect::<String>()
+                        ),
+                        detail: json!({}),
+                    },
+                    now,
+                )
+                .await?;
             return Ok((
                 StatusCode::UNAUTHORIZED,
                 login_form(&expected, Some("Wrong username or password.")),
@@ -393,24 +388,19 @@ pub async fn login(
             now + max_age * 1000,
         )
         .await?;
-    let mut connection = state
+    state
         .db
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::error::StoreError::from)?;
-    append(
-        &mut connection,
-        &AuditEntry {
-            actor_id: Some(user.id),
-            action: "login",
-            project_id: None,
-            subject: format!("user:{}", user.id),
-            detail: json!({}),
-        },
-        now,
-    )
-    .await?;
+        .audit(
+            &AuditEntry {
+                actor_id: Some(user.id),
+                action: "login",
+                project_id: None,
+                subject: format!("user:{}", user.id),
+                detail: json!({}),
+            },
+            now,
+        )
+        .await?;
     let mut response = Redirect::to("/").into_response();
     let headers = response.headers_mut();
     headers.append(
