@@ -18,11 +18,10 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use common::{
-    BACKENDS, Client, PASSWORD, Reply, TestDatabase, answer, claim, import_lines, project, state,
-    user,
+    BACKENDS, Client, PASSWORD, Reply, TestDatabase, answer, claim, import_lines, integer, project,
+    state, upload, user,
 };
 use datasets::records::{PreferenceRecord, Record, Strength};
 use labeling::db::Database;
@@ -84,16 +83,6 @@ async fn heartbeat(client: &Client, slot: i64, lease_token: &Value) -> Reply {
             &json!({"lease_token": lease_token}),
         )
         .await
-}
-
-/// The first column of the first row, as an integer (`COUNT(*)` and friends).
-async fn integer(db: &Database, sql: &str, binds: &[i64]) -> i64 {
-    let mut query = sqlx::query(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    let row = query.fetch_one(db.pool()).await.unwrap();
-    row.try_get::<i64, _>(0).unwrap()
 }
 
 /// A slot's lease columns.
@@ -685,28 +674,6 @@ async fn invalid_submissions_are_refused_naming_the_field() {
         );
         assert_eq!(integer(db, sql, &[project.id]).await, 1, "{backend:?}");
     }
-}
-
-/// A multipart upload of `text` as the import file, with `csrf` as the form's token.
-async fn upload(client: &Client, project_id: i64, csrf: &str, text: &str) -> Reply {
-    let boundary = "herd-test-boundary-7d1f";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"more.jsonl\"\r\n\
-         Content-Type: application/x-ndjson\r\n\r\n{text}\r\n--{boundary}--\r\n"
-    );
-    let mut request = Request::builder()
-        .method("POST")
-        .uri(format!("/admin/projects/{project_id}/import"))
-        .header(header::HOST, "localhost")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        );
-    if let Some(cookie) = &client.cookie {
-        request = request.header(header::COOKIE, cookie.clone());
-    }
-    client.send(request.body(Body::from(body)).unwrap()).await
 }
 
 /// The export lines as preference records.

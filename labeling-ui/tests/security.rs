@@ -23,8 +23,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{
-    BACKENDS, Client, PASSWORD, Reply, TestDatabase, answer, meta_csrf, project, secret, state,
-    user,
+    BACKENDS, Client, PASSWORD, Reply, TestDatabase, answer, integer, meta_csrf, project, secret,
+    state, upload, user,
 };
 use labeling::db::Database;
 use labeling::serve::{SecretSource, secret_bytes};
@@ -135,35 +135,6 @@ fn form_body(fields: &[(&str, &str)]) -> String {
         .map(|(key, value)| format!("{}={}", common::urlencode(key), common::urlencode(value)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// A multipart upload of `text` as the import file, with `csrf` as the form's token.
-async fn upload(client: &Client, project_id: i64, csrf: &str, text: &str) -> Reply {
-    let boundary = "herd-test-boundary-91c3";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"items.jsonl\"\r\n\
-         Content-Type: application/x-ndjson\r\n\r\n{text}\r\n--{boundary}--\r\n"
-    );
-    send(
-        client,
-        "POST",
-        &format!("/admin/projects/{project_id}/import"),
-        &[],
-        &format!("multipart/form-data; boundary={boundary}"),
-        body,
-    )
-    .await
-}
-
-/// The first column of the first row, as an integer.
-async fn integer(db: &Database, sql: &str, binds: &[i64]) -> i64 {
-    let mut query = sqlx::query(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    let row = query.fetch_one(db.pool()).await.unwrap();
-    row.try_get::<i64, _>(0).unwrap()
 }
 
 /// Row counts of the tables a refused request must not touch.

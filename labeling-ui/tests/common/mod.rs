@@ -217,7 +217,7 @@ impl Client {
         }
     }
 
-    fn builder(&self, method: &str, uri: &str) -> axum::http::request::Builder {
+    pub fn builder(&self, method: &str, uri: &str) -> axum::http::request::Builder {
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)
@@ -367,4 +367,32 @@ pub fn answer(task: &Value, submission_id: &str) -> Value {
         "ranking": ranking, "strengths": strengths, "all_bad": false, "not_rankable": false,
         "edited": null, "time_spent_ms": 1234
     })
+}
+
+/// The first column of the first row, as an integer (`COUNT(*)` and friends).
+pub async fn integer(db: &Database, sql: &str, binds: &[i64]) -> i64 {
+    use sqlx::Row;
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let row = query.fetch_one(db.pool()).await.unwrap();
+    row.try_get::<i64, _>(0).unwrap()
+}
+
+/// A multipart upload of `text` as the import file, with `csrf` as the form's token.
+pub async fn upload(client: &Client, project_id: i64, csrf: &str, text: &str) -> Reply {
+    let boundary = "herd-test-boundary-7d1f";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"items.jsonl\"\r\n\
+         Content-Type: application/x-ndjson\r\n\r\n{text}\r\n--{boundary}--\r\n"
+    );
+    let request = client
+        .builder("POST", &format!("/admin/projects/{project_id}/import"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        );
+    client.send(request.body(Body::from(body)).unwrap()).await
 }
