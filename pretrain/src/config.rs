@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use training::{FinalDtype, ScheduleKind, TrainingConfig};
 
 use crate::error::{PretrainError, Result};
 
@@ -29,7 +30,7 @@ pub struct PretrainConfig {
     pub model: ModelSource,
     /// The text to train and evaluate on.
     pub data: DataConfig,
-    /// The optimisation.
+    /// The optimisation (shared by every stage: [`training::TrainingConfig`]).
     pub training: TrainingConfig,
 }
 
@@ -104,121 +105,11 @@ pub enum DocumentSplit {
     Paragraph,
 }
 
-/// The optimisation and its bookkeeping.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingConfig {
-    /// Optimizer updates in the whole run (a resumed run continues to this number).
-    pub steps: u64,
-    /// Sequences per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer update; the update is the mean over all their tokens.
-    #[serde(default = "one")]
-    pub gradient_accumulation: usize,
-    /// The peak learning rate.
-    pub learning_rate: f64,
-    /// Updates of linear warmup from 0 to the peak.
-    #[serde(default)]
-    pub warmup_steps: u64,
-    /// The decay after warmup.
-    #[serde(default)]
-    pub schedule: ScheduleKind,
-    /// The cosine schedule's floor as a fraction of the peak (Llama 3: 0.01).
-    #[serde(default = "default_min_lr_ratio")]
-    pub min_lr_ratio: f64,
-    /// Decoupled weight decay of the matrices (norms and embeddings are not decayed).
-    #[serde(default = "default_weight_decay")]
-    pub weight_decay: f64,
-    /// `AdamW` β1.
-    #[serde(default = "default_beta1")]
-    pub beta1: f64,
-    /// `AdamW` β2 (Llama 3: 0.95).
-    #[serde(default = "default_beta2")]
-    pub beta2: f64,
-    /// `AdamW` ε.
-    #[serde(default = "default_epsilon")]
-    pub epsilon: f64,
-    /// Gradients are scaled down to this global L2 norm.
-    #[serde(default = "default_max_grad_norm")]
-    pub max_grad_norm: f64,
-    /// Seeds the initial weights and the order of the sequences.
-    #[serde(default)]
-    pub seed: u64,
-    /// Held-out loss and perplexity every this many updates (and after the last); 0: only after
-    /// the last.
-    #[serde(default)]
-    pub eval_every: u64,
-    /// A resumable checkpoint every this many updates (and after the last).
-    pub checkpoint_every: u64,
-    /// Checkpoints kept; older ones are deleted.
-    #[serde(default = "default_keep_checkpoints")]
-    pub keep_checkpoints: usize,
-    /// The dtype of the final HF checkpoint's weights (training is in f32).
-    #[serde(default)]
-    pub final_dtype: FinalDtype,
-    /// Where to train: "auto" (a CUDA GPU when herd is built with `--features cuda` and one is
-    /// present, else the CPU), "cpu" or "cuda".
-    #[serde(default)]
-    pub device: training::DeviceChoice,
-    /// The forward pass's dtype: "f32", or "bf16" over f32 master weights (the optimizer and its
-    /// state stay f32).
-    #[serde(default)]
-    pub compute_dtype: training::ComputeDtype,
-}
-
-/// The learning-rate decay after warmup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleKind {
-    /// Half a cosine down to `min_lr_ratio` of the peak.
-    #[default]
-    Cosine,
-    /// A straight line down to 0.
-    Linear,
-    /// The peak, held.
-    Constant,
-}
-
-/// The dtype of the exported weights.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinalDtype {
-    /// bfloat16, as released Llama checkpoints.
-    #[default]
-    Bf16,
-    /// float32, exactly the trained weights.
-    F32,
-}
-
-fn one() -> usize {
-    1
-}
 fn default_rope_theta() -> f64 {
     500_000.0
 }
 fn default_rms_norm_eps() -> f64 {
     1e-5
-}
-fn default_min_lr_ratio() -> f64 {
-    0.01
-}
-fn default_weight_decay() -> f64 {
-    0.1
-}
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.95
-}
-fn default_epsilon() -> f64 {
-    1e-8
-}
-fn default_max_grad_norm() -> f64 {
-    1.0
-}
-fn default_keep_checkpoints() -> usize {
-    2
 }
 
 impl PretrainConfig {
@@ -250,72 +141,23 @@ impl PretrainConfig {
                 held_out_files: Vec::new(),
             },
             training: TrainingConfig {
-                steps: 50,
-                batch_size: 8,
-                gradient_accumulation: 1,
-                learning_rate: 1e-2,
                 warmup_steps: 4,
                 schedule: ScheduleKind::Cosine,
                 min_lr_ratio: 0.1,
-                weight_decay: default_weight_decay(),
-                beta1: default_beta1(),
-                beta2: default_beta2(),
-                epsilon: default_epsilon(),
-                max_grad_norm: default_max_grad_norm(),
-                seed: 0,
+                weight_decay: 0.1,
+                beta2: 0.95,
                 eval_every: 10,
                 checkpoint_every: 25,
-                keep_checkpoints: default_keep_checkpoints(),
                 final_dtype: FinalDtype::F32,
-                device: training::DeviceChoice::default(),
-                compute_dtype: training::ComputeDtype::default(),
+                ..TrainingConfig::new(50, 8, 1e-2)
             },
         }
     }
 
     /// Checks what the types cannot: positive sizes, ratios in range, a consistent model shape.
     pub fn validate(&self) -> Result<()> {
-        let training = &self.training;
         let data = &self.data;
-        positive("training.steps", training.steps)?;
-        positive("training.batch_size", training.batch_size as u64)?;
-        positive(
-            "training.gradient_accumulation",
-            training.gradient_accumulation as u64,
-        )?;
-        positive("training.checkpoint_every", training.checkpoint_every)?;
-        positive(
-            "training.keep_checkpoints",
-            training.keep_checkpoints as u64,
-        )?;
-        if !(training.learning_rate > 0.0 && training.learning_rate.is_finite()) {
-            return invalid(
-                "training.learning_rate",
-                training.learning_rate,
-                "must be positive and finite",
-            );
-        }
-        if training.warmup_steps > training.steps {
-            return invalid(
-                "training.warmup_steps",
-                training.warmup_steps,
-                "must not exceed training.steps",
-            );
-        }
-        if !(0.0..=1.0).contains(&training.min_lr_ratio) {
-            return invalid(
-                "training.min_lr_ratio",
-                training.min_lr_ratio,
-                "must lie in [0, 1]",
-            );
-        }
-        if training.max_grad_norm.is_nan() || training.max_grad_norm <= 0.0 {
-            return invalid(
-                "training.max_grad_norm",
-                training.max_grad_norm,
-                "must be positive",
-            );
-        }
+        self.training.validate()?;
         if data.files.is_empty() {
             return invalid("data.files", "[]", "name at least one text file");
         }

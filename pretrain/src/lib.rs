@@ -12,9 +12,7 @@ pub mod error;
 pub mod loss;
 pub mod train;
 
-pub use config::{
-    Architecture, DataConfig, DocumentSplit, FinalDtype, ModelSource, PretrainConfig, ScheduleKind,
-    TrainingConfig,
-};
+pub use config::{Architecture, DataConfig, DocumentSplit, ModelSource, PretrainConfig};
 pub use error::{PretrainError, Result};
 pub use train::{Summary, run, run_until};
+pub use training::{FinalDtype, ScheduleKind, TrainingConfig};

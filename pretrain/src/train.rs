@@ -17,12 +17,12 @@ use datasets::tokenizer::Llama3Tokenizer;
 use model::{Llama, LlamaConfig, SaveOptions};
 use serde::{Deserialize, Serialize};
 use training::{
-    AdamW, AdamWConfig, Checkpoint, Decay, GradientAccumulator, LearningRateSchedule, MetricsLog,
-    Progress, Rng, StepMetrics, clip_gradient_norm, llama_weight_decay, load_latest, read_metrics,
+    AdamW, Checkpoint, GradientAccumulator, LearningRateSchedule, MetricsLog, Progress, Rng,
+    StepMetrics, TrainingConfig, clip_gradient_norm, llama_weight_decay, load_latest, read_metrics,
     save_checkpoint, write_loss_plot,
 };
 
-use crate::config::{FinalDtype, ModelSource, PretrainConfig, ScheduleKind, TrainingConfig};
+use crate::config::{ModelSource, PretrainConfig};
 use crate::data::{Corpus, DataPosition, Split, WindowOrder};
 use crate::error::{PretrainError, Result};
 use crate::loss::cross_entropy_sum;
@@ -212,7 +212,7 @@ pub fn run_until(
             &llama,
             &var_map,
             &config.tokenizer,
-            training.final_dtype,
+            &training.final_save_options(),
         )?;
         let plot = output_dir.join("loss.svg");
         write_loss_plot(&metrics_path, &plot, "pretraining loss")?;
@@ -246,7 +246,11 @@ fn update(
     }
     let vars = optimizer.vars();
     let mut step = accumulator.finish(&vars)?;
-    let grad_norm = clip_gradient_norm(&mut step.gradients, &vars, training.max_grad_norm)?;
+    let grad_norm = if training.max_grad_norm > 0.0 {
+        clip_gradient_norm(&mut step.gradients, &vars, training.max_grad_norm)?
+    } else {
+        training::global_norm(&step.gradients, &vars)?
+    };
     optimizer.step(&step.gradients, learning_rate)?;
     Ok((step.loss, step.tokens, grad_norm))
 }
@@ -256,29 +260,8 @@ fn optimizer_and_schedule(
     training: &TrainingConfig,
     var_map: &VarMap,
 ) -> Result<(AdamW, LearningRateSchedule)> {
-    let optimizer = AdamW::from_var_map(
-        var_map,
-        AdamWConfig {
-            beta1: training.beta1,
-            beta2: training.beta2,
-            epsilon: training.epsilon,
-            weight_decay: training.weight_decay,
-        },
-        llama_weight_decay(false),
-    )?;
-    let schedule = LearningRateSchedule {
-        peak: training.learning_rate,
-        warmup_steps: training.warmup_steps,
-        total_steps: training.steps,
-        decay: match training.schedule {
-            ScheduleKind::Cosine => Decay::Cosine {
-                min_ratio: training.min_lr_ratio,
-            },
-            ScheduleKind::Linear => Decay::Linear,
-            ScheduleKind::Constant => Decay::Constant,
-        },
-    };
-    schedule.validate()?;
+    let optimizer = AdamW::from_var_map(var_map, training.adamw(), llama_weight_decay(false))?;
+    let schedule = training.schedule()?;
     Ok((optimizer, schedule))
 }
 
@@ -443,20 +426,13 @@ fn export(
     llama: &Llama,
     var_map: &VarMap,
     tokenizer: &Path,
-    dtype: FinalDtype,
+    options: &SaveOptions,
 ) -> Result<()> {
-    let options = SaveOptions {
-        dtype: match dtype {
-            FinalDtype::Bf16 => DType::BF16,
-            FinalDtype::F32 => DType::F32,
-        },
-        ..SaveOptions::default()
-    };
     model::save(
         directory,
         llama.config(),
         &model::varmap_tensors(var_map),
-        &options,
+        options,
     )?;
     let target = directory.join("tokenizer.json");
     std::fs::copy(tokenizer, &target).map_err(PretrainError::io(&target))?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use datasets::mask::TrainOn;
 use serde::{Deserialize, Serialize};
-use training::{Decay, LearningRateSchedule};
+use training::TrainingConfig;
 
 /// The whole SFT run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct SftConfig {
     pub output_dir: PathBuf,
     /// The conversations.
     pub data: DataConfig,
-    /// Optimisation.
+    /// Optimisation (shared by every stage: [`training::TrainingConfig`]).
     pub training: TrainingConfig,
     /// Train LoRA adapters on a frozen base instead of every weight; `final/` holds the merged
     /// model.
@@ -113,99 +113,6 @@ pub enum Layout {
     Padded,
 }
 
-/// Optimisation settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingConfig {
-    /// Optimizer updates.
-    pub steps: u64,
-    /// Rows (packed sequences or padded conversations) per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per update; the loss is normalised by the update's trained tokens.
-    #[serde(default = "one")]
-    pub gradient_accumulation: usize,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Linear warm-up steps.
-    #[serde(default)]
-    pub warmup_steps: u64,
-    /// Decay after warm-up: "cosine", "linear" or "constant".
-    #[serde(default = "default_schedule")]
-    pub schedule: String,
-    /// The cosine schedule's floor, as a fraction of the peak.
-    #[serde(default)]
-    pub min_learning_rate_ratio: f64,
-    /// Decoupled weight decay (not applied to norms or embeddings).
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Global gradient-norm clip; 0 turns clipping off.
-    #[serde(default = "default_max_grad_norm")]
-    pub max_grad_norm: f64,
-    /// Seeds the data order and the held-out split.
-    #[serde(default)]
-    pub seed: u64,
-    /// Held-out loss and perplexity every this many steps (and at the end).
-    #[serde(default = "default_eval_every")]
-    pub eval_every: u64,
-    /// A resumable checkpoint every this many steps (and at the end).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: u64,
-    /// How many resumable checkpoints to keep.
-    #[serde(default = "default_keep_checkpoints")]
-    pub keep_checkpoints: usize,
-    /// Where to train: "auto" (a CUDA GPU when herd is built with `--features cuda` and one is
-    /// present, else the CPU), "cpu" or "cuda".
-    #[serde(default)]
-    pub device: training::DeviceChoice,
-    /// The forward pass's dtype: "f32", or "bf16" over f32 master weights (the optimizer and its
-    /// state stay f32).
-    #[serde(default)]
-    pub compute_dtype: training::ComputeDtype,
-}
-
-fn one() -> usize {
-    1
-}
-fn default_schedule() -> String {
-    "cosine".to_owned()
-}
-fn default_max_grad_norm() -> f64 {
-    1.0
-}
-fn default_eval_every() -> u64 {
-    50
-}
-fn default_checkpoint_every() -> u64 {
-    100
-}
-fn default_keep_checkpoints() -> usize {
-    2
-}
-
-impl TrainingConfig {
-    /// The learning-rate schedule these settings describe.
-    pub fn schedule(&self) -> Result<LearningRateSchedule, String> {
-        let decay = match self.schedule.as_str() {
-            "cosine" => Decay::Cosine {
-                min_ratio: self.min_learning_rate_ratio,
-            },
-            "linear" => Decay::Linear,
-            "constant" => Decay::Constant,
-            other => {
-                return Err(format!(
-                    "training.schedule = {other:?}: expected \"cosine\", \"linear\" or \"constant\""
-                ));
-            }
-        };
-        Ok(LearningRateSchedule {
-            peak: self.learning_rate,
-            warmup_steps: self.warmup_steps,
-            total_steps: self.steps,
-            decay,
-        })
-    }
-}
-
 impl SftConfig {
     /// A preset that fine-tunes a tiny model on the shipped sample conversations in minutes on
     /// two CPU cores.
@@ -226,21 +133,11 @@ impl SftConfig {
                 skip_invalid: true,
             },
             training: TrainingConfig {
-                steps: 40,
-                batch_size: 2,
-                gradient_accumulation: 1,
-                learning_rate: 3e-3,
                 warmup_steps: 4,
-                schedule: default_schedule(),
-                min_learning_rate_ratio: 0.1,
-                weight_decay: 0.0,
-                max_grad_norm: 1.0,
-                seed: 0,
+                min_lr_ratio: 0.1,
                 eval_every: 10,
                 checkpoint_every: 20,
-                keep_checkpoints: 2,
-                device: training::DeviceChoice::default(),
-                compute_dtype: training::ComputeDtype::default(),
+                ..TrainingConfig::new(40, 2, 3e-3)
             },
         }
     }

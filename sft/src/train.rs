@@ -10,14 +10,12 @@ use datasets::render::Renderer;
 use datasets::tokenizer::{Llama3Tokenizer, SpecialTokenIds};
 use model::lora::set_dropout_seed;
 use model::{
-    Checkpoint, Llama, LoraConfig, SaveOptions, apply_lora, copy_tokenizer_files, save,
-    varmap_tensors,
+    Checkpoint, Llama, LoraConfig, apply_lora, copy_tokenizer_files, save, varmap_tensors,
 };
 use serde::Serialize;
 use training::{
-    AdamW, AdamWConfig, GradientAccumulator, MetricsLog, Progress, Rng, StepMetrics,
-    clip_gradient_norm, llama_weight_decay, load_latest, read_metrics, save_checkpoint,
-    write_loss_plot,
+    AdamW, GradientAccumulator, MetricsLog, Progress, Rng, StepMetrics, clip_gradient_norm,
+    llama_weight_decay, load_latest, read_metrics, save_checkpoint, write_loss_plot,
 };
 
 use crate::config::SftConfig;
@@ -53,7 +51,8 @@ pub struct Summary {
 pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftError> {
     let training = &config.training;
     let device = training::select_device(training.device)?;
-    let schedule = training.schedule().map_err(SftError::Config)?;
+    training.validate()?;
+    let schedule = training.schedule()?;
     let tokenizer_path = data::tokenizer_path(&config.model, config.tokenizer.as_ref());
     let tokenizer = Llama3Tokenizer::from_file(&tokenizer_path)?;
     let renderer = Renderer::new(&tokenizer)?;
@@ -85,14 +84,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     };
     drop(checkpoint);
     model.set_compute_dtype(training.compute_dtype.cast());
-    let mut optimizer = AdamW::from_var_map(
-        &var_map,
-        AdamWConfig {
-            weight_decay: training.weight_decay,
-            ..AdamWConfig::default()
-        },
-        llama_weight_decay(false),
-    )?;
+    let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
     let checkpoints = config.output_dir.join("checkpoints");
     let metrics_path = config.output_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&config.output_dir).map_err(|error| {
@@ -202,7 +194,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         optimizer.step(&accumulated.gradients, learning_rate)?;
         step += 1;
 
-        let held_out_loss = if step % training.eval_every.max(1) == 0 || step == training.steps {
+        let held_out_loss = if training.evaluates_at(step) {
             let loss = evaluate(&mut model, &sft_data, config, &special, &device)?;
             held_out_loss_after = loss;
             loss
@@ -226,7 +218,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         };
         metrics.append(&line)?;
         progress.update(&line);
-        if step % training.checkpoint_every.max(1) == 0 || step == training.steps {
+        if training.checkpoints_at(step) {
             save_checkpoint(
                 &checkpoints,
                 &training::Checkpoint {
@@ -255,7 +247,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         &final_model,
         model.config(),
         &weights,
-        &SaveOptions::default(),
+        &training.final_save_options(),
     )?;
     copy_tokenizer_files(&config.model, &final_model)?;
     if config.tokenizer.is_some() {

@@ -70,6 +70,16 @@ pub enum TrainingError {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// A `[training]` setting is out of its domain (owned reason, for messages with values in).
+    #[error("config `{field}` = {value}: {reason}")]
+    InvalidSetting {
+        /// The setting, e.g. `training.steps`.
+        field: &'static str,
+        /// Its value, as written.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
     /// Saved optimizer state does not fit the optimizer it is restored into.
     #[error("{path}: {reason}")]
     IncompatibleState {

@@ -32,6 +32,7 @@ pub mod optimizer;
 pub mod plot;
 pub mod rng;
 pub mod schedule;
+pub mod settings;
 pub mod state;
 
 pub use accumulation::{AccumulatedGradients, GradientAccumulator};
@@ -46,6 +47,7 @@ pub use optimizer::{AdamW, AdamWConfig, llama_weight_decay, named_vars};
 pub use plot::{loss_curve_svg, write_loss_plot};
 pub use rng::Rng;
 pub use schedule::{Decay, LearningRateSchedule};
+pub use settings::{FinalDtype, ScheduleKind, TrainingConfig};
 pub use state::{
     Checkpoint, LoadedCheckpoint, list_checkpoints, load_latest, load_weights, save_checkpoint,
 };
