@@ -6,7 +6,10 @@
     reason = "doc comments here are --help text, which clap shows without Markdown"
 )]
 
+mod dpo;
 mod label;
+mod reward;
+mod synth_command;
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -24,8 +27,8 @@ use datasets::render::{Renderer, render_text};
 use datasets::tokenizer::{Llama3Tokenizer, import_tiktoken, train_bpe};
 use datasets::{stats, validate};
 use synth::{GenerateOptions, Policy, generate_file};
-use training::average_checkpoints;
 use training::config::load_config;
+use training::{average_checkpoints, average_into_directory};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +53,25 @@ enum Command {
     Pretrain(StageArgs),
     /// Supervised fine-tuning on conversations (re-running resumes from the newest checkpoint).
     Sft(StageArgs),
+    /// One round of the Llama 3 recipe: reward model, rejection sampling, SFT, DPO, averaging,
+    /// export, and a report (re-running resumes).
+    Round(StageArgs),
+    /// The whole recipe from nothing on a task with checkable answers (multi-digit addition):
+    /// tokenizer, pretraining, SFT, a round; prints held-out accuracy after every stage.
+    Demo {
+        /// Where everything goes.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// The short demo the end-to-end test runs (every stage, tiny sizes, about a minute).
+        #[arg(long)]
+        short: bool,
+    },
+    /// Reward models: train on preference pairs, evaluate, score dialogues.
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
+    /// Direct preference optimisation on preference pairs, reference log-probs precomputed
+    /// (re-running resumes; `herd dpo precompute` only fills the reference caches).
+    Dpo(dpo::DpoArgs),
     /// Generate one completion per JSONL line ({"messages"}, {"text"} or {"ids"}).
     Generate {
         /// HF checkpoint directory (its tokenizer.json is used when present).
@@ -78,6 +100,8 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingArgs,
     },
+    /// Rejection sampling: K samples per prompt, scored, the best kept (re-running resumes).
+    Synth(synth_command::SynthArgs),
     /// Average checkpoints (uniformly, or with --weights) into one model.safetensors.
     Average {
         /// Where to write the averaged weights: a directory (model.safetensors inside) or a file.
@@ -275,16 +299,40 @@ fn main() -> ExitCode {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the dispatcher: one short arm per command, read as a table"
+)]
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data(command) => run_data(command),
         Command::Label(command) => label::run_label(command),
+        Command::Synth(arguments) => synth_command::run_synth(&arguments),
         Command::Tokenizer(command) => run_tokenizer(command),
         Command::Pretrain(stage) => {
             let (config, resolved) =
                 load_config::<pretrain::PretrainConfig>(&stage.config, &stage.overrides)?;
             let summary = pretrain::run(&config, &resolved)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Round(stage) => {
+            let (config, _) = load_config::<recipe::RoundConfig>(&stage.config, &stage.overrides)?;
+            let summary = recipe::round::run(&config)?;
+            println!("{}", std::fs::read_to_string(&summary.report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { out, short } => {
+            let settings = if short {
+                recipe::DemoSettings::short(out)
+            } else {
+                recipe::DemoSettings::full(out)
+            };
+            let summary = recipe::demo::run(&settings)?;
+            println!(
+                "\nHeld-out accuracy after each stage ({:.0} s in all):\n\n{}",
+                summary.seconds, summary.table
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Sft(stage) => {
@@ -294,6 +342,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dpo(args) => dpo::run_dpo(args),
+        Command::Reward(command) => reward::run_reward(command),
         Command::Generate {
             model,
             input,
@@ -334,17 +384,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             weights,
             checkpoints,
         } => {
+            // A directory gets the first input's config and tokenizer too, so it loads as a
+            // checkpoint; a .safetensors path gets the weights alone.
             let file = if out
                 .extension()
                 .is_some_and(|extension| extension == "safetensors")
             {
+                average_checkpoints(&checkpoints, weights.as_deref(), &out)?;
                 out
             } else {
-                std::fs::create_dir_all(&out)
-                    .with_context(|| format!("creating {}", out.display()))?;
+                average_into_directory(&checkpoints, weights.as_deref(), &out)?;
                 out.join("model.safetensors")
             };
-            average_checkpoints(&checkpoints, weights.as_deref(), &file)?;
             eprintln!(
                 "wrote the average of {} checkpoints to {}",
                 checkpoints.len(),

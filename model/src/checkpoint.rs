@@ -19,6 +19,10 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
 
+/// The parameters a config implies, by HF name and shape ([`Llama::parameter_shapes`] for a causal
+/// LM): what [`Checkpoint::load_parameters`] checks a directory against.
+pub type ParameterShapes = dyn Fn(&LlamaConfig) -> Vec<(String, Vec<usize>)>;
+
 /// A checkpoint in memory: its config and every parameter, by HF name.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -38,9 +42,20 @@ struct ShardIndex {
 impl Checkpoint {
     /// Reads `directory`, converting the weights to `dtype` on `device`.
     pub fn load(directory: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_parameters(directory, dtype, device, &Llama::parameter_shapes)
+    }
+
+    /// Reads `directory` holding exactly the tensors `parameter_shapes(config)` lists: a checkpoint
+    /// of another head on the Llama trunk, e.g. `LlamaForSequenceClassification`'s
+    /// [`Llama::trunk_parameter_shapes`] plus `score.weight`.
+    pub fn load_parameters(
+        directory: &Path,
+        dtype: DType,
+        device: &Device,
+        parameter_shapes: &ParameterShapes,
+    ) -> Result<Self> {
         let config = LlamaConfig::read(&directory.join("config.json"))?;
-        let expected: HashMap<String, Vec<usize>> =
-            Llama::parameter_shapes(&config).into_iter().collect();
+        let expected: HashMap<String, Vec<usize>> = parameter_shapes(&config).into_iter().collect();
         let mut tensors = HashMap::new();
         for file in weight_files(directory)? {
             let loaded = candle_core::safetensors::load(&file, &Device::Cpu).map_err(|source| {
@@ -57,7 +72,7 @@ impl Checkpoint {
                 tensors.insert(name.clone(), tensor.to_dtype(dtype)?.to_device(device)?);
             }
         }
-        for (name, shape) in Llama::parameter_shapes(&config) {
+        for (name, shape) in parameter_shapes(&config) {
             if !tensors.contains_key(&name) {
                 return Err(ModelError::MissingTensor {
                     directory: directory.to_path_buf(),

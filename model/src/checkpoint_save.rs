@@ -52,6 +52,29 @@ pub fn save<S: std::hash::BuildHasher>(
     tensors: &HashMap<String, Tensor, S>,
     options: &SaveOptions,
 ) -> Result<()> {
+    save_parameters(
+        directory,
+        &config.to_hf_json(),
+        &Llama::parameter_shapes(config),
+        tensors,
+        options,
+    )?;
+    write_json(
+        &directory.join("generation_config.json"),
+        &generation_config(config),
+    )
+}
+
+/// Writes `tensors` — exactly those `parameter_shapes` lists, in its order — and `config_json`
+/// (with `torch_dtype` set to the saved dtype) as `config.json`: the checkpoint of another head on
+/// the Llama trunk, e.g. `LlamaForSequenceClassification`. No `generation_config.json`.
+pub fn save_parameters<S: std::hash::BuildHasher>(
+    directory: &Path,
+    config_json: &Value,
+    parameter_shapes: &[(String, Vec<usize>)],
+    tensors: &HashMap<String, Tensor, S>,
+    options: &SaveOptions,
+) -> Result<()> {
     let torch_dtype = match options.dtype {
         DType::F32 => "float32",
         DType::BF16 => "bfloat16",
@@ -63,13 +86,13 @@ pub fn save<S: std::hash::BuildHasher>(
             });
         }
     };
-    check_complete(directory, config, tensors)?;
+    check_complete(directory, parameter_shapes, tensors)?;
     std::fs::create_dir_all(directory).map_err(|source| io(directory, source))?;
 
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
     let (mut shard_bytes, mut total_bytes) = (0, 0);
-    for (name, _) in Llama::parameter_shapes(config) {
-        let tensor = tensors[&name]
+    for (name, _) in parameter_shapes {
+        let tensor = tensors[name]
             .to_dtype(options.dtype)?
             .to_device(&Device::Cpu)?
             .contiguous()?;
@@ -81,7 +104,7 @@ pub fn save<S: std::hash::BuildHasher>(
         shard_bytes += bytes;
         total_bytes += bytes;
         if let Some(shard) = shards.last_mut() {
-            shard.push((name, tensor));
+            shard.push((name.clone(), tensor));
         }
     }
 
@@ -109,13 +132,11 @@ pub fn save<S: std::hash::BuildHasher>(
         let index = json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map});
         write_json(&directory.join("model.safetensors.index.json"), &index)?;
     }
-    let mut saved_config = config.clone();
-    saved_config.torch_dtype = Some(torch_dtype.to_owned());
-    saved_config.write(&directory.join("config.json"))?;
-    write_json(
-        &directory.join("generation_config.json"),
-        &generation_config(config),
-    )
+    let mut saved_config = config_json.clone();
+    if let Some(fields) = saved_config.as_object_mut() {
+        fields.insert("torch_dtype".to_owned(), json!(torch_dtype));
+    }
+    write_json(&directory.join("config.json"), &saved_config)
 }
 
 /// `generation_config.json`: the config's bos id and its end ids plus those of
@@ -153,12 +174,12 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<PathBuf>> {
 /// Every parameter present with its shape, nothing else.
 fn check_complete<S: std::hash::BuildHasher>(
     directory: &Path,
-    config: &LlamaConfig,
+    parameter_shapes: &[(String, Vec<usize>)],
     tensors: &HashMap<String, Tensor, S>,
 ) -> Result<()> {
-    let expected: HashMap<String, Vec<usize>> =
-        Llama::parameter_shapes(config).into_iter().collect();
-    for (name, shape) in &expected {
+    let expected: std::collections::HashSet<&String> =
+        parameter_shapes.iter().map(|(name, _)| name).collect();
+    for (name, shape) in parameter_shapes {
         match tensors.get(name) {
             None => {
                 return Err(ModelError::MissingTensor {
@@ -178,10 +199,7 @@ fn check_complete<S: std::hash::BuildHasher>(
             Some(_) => {}
         }
     }
-    if let Some((name, tensor)) = tensors
-        .iter()
-        .find(|(name, _)| !expected.contains_key(*name))
-    {
+    if let Some((name, tensor)) = tensors.iter().find(|(name, _)| !expected.contains(name)) {
         return Err(ModelError::UnexpectedTensor {
             file: directory.to_path_buf(),
             name: name.clone(),

@@ -88,6 +88,9 @@ pub enum ModelError {
     /// A generation request or KV cache operation that cannot be carried out.
     #[error("generation: {0}")]
     Generation(String),
+    /// Logits were asked of a trunk built without `lm_head` ([`crate::Llama::trunk`]).
+    #[error("this model is a trunk without lm_head (e.g. a reward model's): it has no logits")]
+    NoLanguageModelHead,
     /// A `LoRA` configuration that does not fit the model.
     #[error("lora: {0}")]
     Lora(String),

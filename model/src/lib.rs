@@ -23,7 +23,9 @@ pub mod rope;
 pub mod sampling;
 
 pub use checkpoint::{Checkpoint, varmap_tensors};
-pub use checkpoint_save::{SaveOptions, copy_tokenizer_files, generation_config, save};
+pub use checkpoint_save::{
+    SaveOptions, copy_tokenizer_files, generation_config, save, save_parameters,
+};
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use error::{ModelError, Result};
 pub use generation::{

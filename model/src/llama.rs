@@ -29,7 +29,8 @@ pub struct Llama {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    /// `None` for a trunk ([`Llama::trunk`]): a reward model reads the hidden states instead.
+    lm_head: Option<Linear>,
     rotary_embedding: RotaryEmbedding,
     config: LlamaConfig,
     /// See [`Llama::set_compute_dtype`].
@@ -49,6 +50,19 @@ impl Llama {
     /// Builds the model from the parameters under their HF names in `vb`
     /// (`model.embed_tokens.weight`, `model.layers.{i}...`, `model.norm.weight`, `lm_head.weight`).
     pub fn new(vb: &VarBuilder, config: &LlamaConfig) -> Result<Self> {
+        let mut llama = Self::trunk(vb, config)?;
+        llama.lm_head = Some(if config.tie_word_embeddings {
+            Linear::new(llama.embed_tokens.embeddings().clone(), None)
+        } else {
+            linear_no_bias(&vb.pp("lm_head"), config.hidden_size, config.vocab_size)?
+        });
+        Ok(llama)
+    }
+
+    /// The decoder without `lm_head` (the `model.*` parameters only): the trunk transformers'
+    /// `LlamaForSequenceClassification` puts its `score` head on. [`Llama::hidden_states`] works;
+    /// [`Llama::forward`] is an error, as there are no logits to compute.
+    pub fn trunk(vb: &VarBuilder, config: &LlamaConfig) -> Result<Self> {
         let model = vb.pp("model");
         let embed_tokens = embedding(
             &model.pp("embed_tokens"),
@@ -59,16 +73,11 @@ impl Llama {
             .map(|i| DecoderLayer::new(&model.pp(format!("layers.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(&model.pp("norm"), config.hidden_size, config.rms_norm_eps)?;
-        let lm_head = if config.tie_word_embeddings {
-            Linear::new(embed_tokens.embeddings().clone(), None)
-        } else {
-            linear_no_bias(&vb.pp("lm_head"), config.hidden_size, config.vocab_size)?
-        };
         Ok(Self {
             embed_tokens,
             layers,
             norm,
-            lm_head,
+            lm_head: None,
             rotary_embedding: RotaryEmbedding::new(config),
             config: config.clone(),
             compute_dtype: None,
@@ -137,7 +146,7 @@ impl Llama {
             });
         }
         let hidden_states = self.hidden_states(input_ids, positions)?;
-        let logits = self.lm_head.forward(&hidden_states)?;
+        let logits = self.lm_head()?.forward(&hidden_states)?;
         Ok(ForwardOutput {
             logits,
             hidden_states,
@@ -189,11 +198,16 @@ impl Llama {
         }
         cache.advance(new);
         let hidden_states = self.norm.forward(&x)?;
-        let logits = self.lm_head.forward(&hidden_states)?;
+        let logits = self.lm_head()?.forward(&hidden_states)?;
         Ok(ForwardOutput {
             logits,
             hidden_states,
         })
+    }
+
+    /// The vocabulary projection; an error for a trunk.
+    fn lm_head(&self) -> Result<&Linear> {
+        self.lm_head.as_ref().ok_or(ModelError::NoLanguageModelHead)
     }
 
     /// Every projection of every layer by its HF module name (`model.layers.{i}.self_attn.q_proj`).
@@ -245,10 +259,12 @@ impl Llama {
         adapters: bool,
     ) -> Result<()> {
         let embeddings = f(self.embed_tokens.embeddings())?;
-        self.lm_head = if self.config.tie_word_embeddings {
-            Linear::new(embeddings.clone(), None)
-        } else {
-            Linear::new(f(self.lm_head.weight())?, None)
+        self.lm_head = match &self.lm_head {
+            None => None,
+            Some(_) if self.config.tie_word_embeddings => {
+                Some(Linear::new(embeddings.clone(), None))
+            }
+            Some(lm_head) => Some(Linear::new(f(lm_head.weight())?, None)),
         };
         self.embed_tokens = Embedding::new(embeddings, self.config.hidden_size);
         self.norm.map(f)?;
@@ -268,8 +284,12 @@ impl Llama {
             ),
             ("model.norm.weight".to_owned(), self.norm.weight().clone()),
         ]);
-        if !self.config.tie_word_embeddings {
-            tensors.insert("lm_head.weight".to_owned(), self.lm_head.weight().clone());
+        if let Some(lm_head) = self
+            .lm_head
+            .as_ref()
+            .filter(|_| !self.config.tie_word_embeddings)
+        {
+            tensors.insert("lm_head.weight".to_owned(), lm_head.weight().clone());
         }
         for (i, layer) in self.layers.iter().enumerate() {
             for (name, tensor) in layer.merged_tensors()? {
@@ -283,6 +303,20 @@ impl Llama {
     /// untied). Checkpoint loading checks files against this list.
     #[must_use]
     pub fn parameter_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+        let mut shapes = Self::trunk_parameter_shapes(config);
+        if !config.tie_word_embeddings {
+            shapes.push((
+                "lm_head.weight".to_owned(),
+                vec![config.vocab_size, config.hidden_size],
+            ));
+            shapes.sort();
+        }
+        shapes
+    }
+
+    /// The parameters of [`Llama::trunk`]: every `model.*` one, no `lm_head.weight`, in name order.
+    #[must_use]
+    pub fn trunk_parameter_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         let hidden = config.hidden_size;
         let query = config.num_attention_heads * config.head_dim;
         let key_value = config.num_key_value_heads * config.head_dim;
@@ -294,9 +328,6 @@ impl Llama {
             ),
             ("model.norm.weight".to_owned(), vec![hidden]),
         ];
-        if !config.tie_word_embeddings {
-            shapes.push(("lm_head.weight".to_owned(), vec![config.vocab_size, hidden]));
-        }
         for i in 0..config.num_hidden_layers {
             let layer = |name: &str, shape: Vec<usize>| (format!("model.layers.{i}.{name}"), shape);
             shapes.extend([

@@ -74,6 +74,12 @@ impl Policy {
         })
     }
 
+    /// The ids generation stops at.
+    #[must_use]
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
     /// Generates for a batch of prompts.
     pub fn generate(
         &self,

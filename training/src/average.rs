@@ -16,6 +16,37 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::{Result, TrainingError};
 use crate::state::WEIGHTS_FILE;
 
+/// Files of a checkpoint directory other than its weights, copied from the first input by
+/// [`average_into_directory`] so the average loads like any checkpoint.
+const COMPANION_FILES: [&str; 5] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+/// Averages the checkpoint directories `inputs` into the directory `output`: `model.safetensors`
+/// plus the first input's `config.json`, generation config and tokenizer files (those present),
+/// so the result is a checkpoint directory that loads like its inputs.
+pub fn average_into_directory(
+    inputs: &[PathBuf],
+    weights: Option<&[f64]>,
+    output: &Path,
+) -> Result<()> {
+    fs::create_dir_all(output).map_err(TrainingError::io(output))?;
+    average_checkpoints(inputs, weights, &output.join(WEIGHTS_FILE))?;
+    if let Some(first) = inputs.first().filter(|first| first.is_dir()) {
+        for name in COMPANION_FILES {
+            let source = first.join(name);
+            if source.is_file() {
+                fs::copy(&source, output.join(name)).map_err(TrainingError::io(&source))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Averages the checkpoints at `inputs` into the safetensors file `output`.
 ///
 /// Each input is a `.safetensors` file, or a directory holding `model.safetensors` or, failing

@@ -36,7 +36,7 @@ pub mod settings;
 pub mod state;
 
 pub use accumulation::{AccumulatedGradients, GradientAccumulator};
-pub use average::average_checkpoints;
+pub use average::{average_checkpoints, average_into_directory};
 pub use clipping::{clip_gradient_norm, global_norm};
 pub use config::{ConfigError, load_config, parse_config};
 pub use device::{ComputeDtype, DeviceChoice, select_device};

@@ -221,3 +221,81 @@ fn f16_checkpoints_load() {
     );
     assert_eq!(from_f16, expected);
 }
+
+/// A trunk (no `lm_head`) with an extra head tensor saved by `save_parameters` and read back by
+/// `load_parameters`: the hidden states equal the full model's, the config JSON is written as
+/// given, `forward` on a trunk is an error, and `load` (which wants `lm_head`) refuses the file.
+#[test]
+fn a_trunk_with_another_head_round_trips() {
+    let original =
+        Checkpoint::load(&fixture("gqa4_untied"), DType::F32, &Device::Cpu).expect("load");
+    let config = original.config.clone();
+    let head_shape = vec![1, config.hidden_size];
+    let shapes = |config: &LlamaConfig| {
+        let mut shapes = Llama::trunk_parameter_shapes(config);
+        shapes.push(("score.weight".to_owned(), vec![1, config.hidden_size]));
+        shapes
+    };
+    assert!(
+        !Llama::trunk_parameter_shapes(&config)
+            .iter()
+            .any(|(name, _)| name == "lm_head.weight")
+    );
+    let mut tensors = original.tensors.clone();
+    tensors.remove("lm_head.weight");
+    tensors.insert(
+        "score.weight".to_owned(),
+        Tensor::ones(head_shape.as_slice(), DType::F32, &Device::Cpu).expect("ones"),
+    );
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut config_json = config.to_hf_json();
+    config_json["architectures"] = serde_json::json!(["LlamaForSequenceClassification"]);
+    let options = SaveOptions {
+        dtype: DType::F32,
+        max_shard_bytes: usize::MAX,
+    };
+    model::save_parameters(
+        directory.path(),
+        &config_json,
+        &shapes(&config),
+        &tensors,
+        &options,
+    )
+    .expect("save trunk");
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(directory.path().join("config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(
+        written["architectures"][0],
+        "LlamaForSequenceClassification"
+    );
+    assert_eq!(written["torch_dtype"], "float32");
+
+    let reloaded = Checkpoint::load_parameters(directory.path(), DType::F32, &Device::Cpu, &shapes)
+        .expect("reload");
+    assert_eq!(
+        reloaded.tensors["score.weight"].dims(),
+        head_shape.as_slice()
+    );
+    let vb =
+        candle_nn::VarBuilder::from_tensors(reloaded.tensors.clone(), DType::F32, &Device::Cpu);
+    let trunk = Llama::trunk(&vb, &reloaded.config).expect("trunk");
+    let full = original.model().expect("model");
+    let ids = token_ids(9, 256, 3);
+    let positions = Positions::causal(1, ids.len());
+    let hidden = |model: &Llama| {
+        model
+            .hidden_states(&row(&ids), &positions)
+            .and_then(|hidden| Ok(hidden.flatten_all()?.to_vec1::<f32>()?))
+            .expect("hidden states")
+    };
+    assert_eq!(hidden(&trunk), hidden(&full));
+    let error = trunk.forward(&row(&ids), &positions).unwrap_err();
+    assert!(error.to_string().contains("without lm_head"), "{error}");
+    let error = Checkpoint::load(directory.path(), DType::F32, &Device::Cpu).unwrap_err();
+    assert!(error.to_string().contains("score.weight"), "{error}");
+    // Saving a trunk's tensors with the causal-LM layout names the missing lm_head.
+    let error = save(directory.path(), &config, &tensors, &options).unwrap_err();
+    assert!(error.to_string().contains("lm_head.weight"), "{error}");
+}
