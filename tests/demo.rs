@@ -41,7 +41,8 @@ fn the_short_demo_runs_every_stage_and_reports_accuracy_after_each() {
     let output = herd(&["demo", "--short", "--out", path(&out)]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     for stage in [
-        "pretrained (base, text prompt)",
+        "pretrained (base), text prompt",
+        "pretrained (base), chat prompt",
         "| SFT |",
         "rejection-sampled SFT",
         "DPO (seed 0)",
@@ -55,7 +56,7 @@ fn the_short_demo_runs_every_stage_and_reports_accuracy_after_each() {
         .lines()
         .filter(|line| line.starts_with("| ") && line.contains('%'))
         .count();
-    assert_eq!(rows, 7, "{stdout}");
+    assert_eq!(rows, 8, "{stdout}");
 
     let round = out.join("round1");
     for file in [

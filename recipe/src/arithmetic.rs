@@ -49,12 +49,13 @@ impl Problem {
             .replace("{right}", &self.right.to_string())
     }
 
-    /// The assistant's reply: the sum alone. (Restating the equation first, `a + b = c`, makes a
-    /// tiny model learn to copy digits out of the question before it can answer; measured on this
-    /// demo, that held chat accuracy at 1% where the bare answer reached 9% after the same SFT.)
+    /// The assistant's reply: the equation, whose last number is the answer. Restating the
+    /// question keeps every answer digit at the same distance from the digits it sums as in the
+    /// pretraining text; measured here, a base model at 98% on `a + b =` reached only 7.5% in chat
+    /// after SFT on bare answers, whose digits sit six protocol tokens further away.
     #[must_use]
     pub fn reply(self) -> String {
-        self.answer().to_string()
+        self.equation()
     }
 
     /// The equation as the pretraining text writes it.
@@ -270,7 +271,7 @@ mod tests {
             right: 38,
         };
         assert_eq!(problem.equation(), "47 + 38 = 85");
-        assert_eq!(problem.reply(), "85");
+        assert_eq!(problem.reply(), "47 + 38 = 85");
         assert_eq!(problem.question(0), "What is 47 + 38?");
     }
 }

@@ -74,7 +74,7 @@ pub fn read_questions(path: &Path) -> Result<Vec<Question>, RecipeError> {
 }
 
 /// How a model is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptStyle {
     /// A user message in the dialogue protocol; the assistant's reply is the answer.

@@ -49,7 +49,7 @@ fn accuracy(correct: usize, total: usize) -> Accuracy {
 }
 
 /// 30/100 → 45/100 is +15.0 points; the standard error of 45% on 100 questions is
-/// √(0.45·0.55/100) = 4.97%.
+/// √(0.45·0.55/100) = 4.97%. An average at 40% of runs whose mean is 37.5% is +2.5 points.
 #[test]
 fn the_table_shows_each_change_and_its_standard_error() {
     let row = |stage: &str, correct| StageRow {
@@ -58,13 +58,21 @@ fn the_table_shows_each_change_and_its_standard_error() {
         style: PromptStyle::Chat,
         accuracy: accuracy(correct, 100),
         seconds: 1.0,
+        baseline: None,
     };
-    let text = table(&[row("SFT", 30), row("DPO", 45)]);
+    let mut average = row("average", 40);
+    average.baseline = Some(("the DPO runs' mean".to_owned(), 0.375));
+    let text = table(&[row("SFT", 30), row("DPO", 45), average]);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
     assert!(lines[2].contains("30.0% (30/100)") && lines[2].contains("| — |"));
     assert!(lines[3].contains("45.0% (45/100)") && lines[3].contains("+15.0 pts"));
     assert!(lines[3].contains("| 5.0 |"), "{}", lines[3]);
+    assert!(
+        lines[4].contains("+2.5 pts vs the DPO runs' mean"),
+        "{}",
+        lines[4]
+    );
 }
 
 #[test]
