@@ -12,8 +12,8 @@ use datasets::tokenizer::Llama3Tokenizer;
 use model::{copy_tokenizer_files, varmap_tensors};
 use serde::Serialize;
 use training::{
-    AdamW, GradientAccumulator, MetricsLog, Progress, Rng, StepMetrics, clip_gradient_norm,
-    llama_weight_decay, load_latest, read_metrics, save_checkpoint, write_loss_plot,
+    AdamW, GradientAccumulator, Progress, Start, StepMetrics, clip_gradient_norm,
+    llama_weight_decay, resume_or_start, save_checkpoint, write_loss_plot,
 };
 
 use crate::config::RewardConfig;
@@ -87,49 +87,18 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
     let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
     let checkpoints = config.output_dir.join("checkpoints");
     let metrics_path = config.output_dir.join("metrics.jsonl");
-    std::fs::create_dir_all(&config.output_dir).map_err(|error| {
-        RewardError::Config(format!(
-            "cannot create {}: {error}",
-            config.output_dir.display()
-        ))
-    })?;
-    let (mut step, rng, mut position, mut metrics, elapsed_before) =
-        match load_latest(&checkpoints)? {
-            Some(loaded) => {
-                loaded.restore(&var_map, &mut optimizer)?;
-                let position: DataPosition = serde_json::from_value(loaded.data_position.clone())
-                    .map_err(|error| {
-                    RewardError::Config(format!(
-                        "{}: data position: {error}",
-                        loaded.directory.display()
-                    ))
-                })?;
-                let elapsed = read_metrics(&metrics_path)?
-                    .iter()
-                    .take_while(|line| line.step <= loaded.step)
-                    .last()
-                    .map_or(0.0, |line| line.elapsed_s);
-                eprintln!(
-                    "resuming from {} (step {})",
-                    loaded.directory.display(),
-                    loaded.step
-                );
-                (
-                    loaded.step,
-                    loaded.rng,
-                    position,
-                    MetricsLog::resume(&metrics_path, loaded.step)?,
-                    elapsed,
-                )
-            }
-            None => (
-                0,
-                Rng::from_seed(training.seed),
-                DataPosition::default(),
-                MetricsLog::create(&metrics_path)?,
-                0.0,
-            ),
-        };
+    let Start {
+        mut step,
+        rng,
+        mut position,
+        mut metrics,
+        elapsed_before,
+    } = resume_or_start::<DataPosition>(
+        &config.output_dir,
+        &var_map,
+        &mut optimizer,
+        training.seed,
+    )?;
 
     let held_out_before = evaluate(&model, &reward_data, config, &device)?;
     // An epoch's batches follow from (seed, epoch) alone: what makes resuming exact.
