@@ -55,6 +55,9 @@ pub struct DataConfig {
     /// What a record with an `edited` response contributes.
     #[serde(default)]
     pub edited_policy: EditedPolicy,
+    /// Which of the rejected completion's tokens are blamed.
+    #[serde(default)]
+    pub rejected_span: RejectedSpan,
     /// Keep only records of these strengths (`significantly_better`, `better`, `slightly_better`,
     /// `marginally_better`); empty keeps all. Records without a strength are always kept.
     /// Llama 3 drops `marginally_better` pairs as too noisy (§4.2.1).
@@ -92,6 +95,35 @@ impl Masking {
         match self {
             Masking::Llama3 => "llama3",
             Masking::Trl => "trl",
+        }
+    }
+}
+
+/// Which of the rejected completion's tokens the log-probs sum over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectedSpan {
+    /// Every masked token (DPO as published, TRL's behaviour).
+    #[default]
+    Whole,
+    /// The masked tokens up to and including the first token that departs from the chosen
+    /// completion. For tasks where one wrong token makes the response wrong (a digit of a sum, a
+    /// final answer): the tokens after it continue a mistake and are not themselves to blame, and
+    /// pushing them down pushes down the same tokens where they are right. The log-prob is then
+    /// that of the event "the response starts with this wrong prefix" — every continuation of
+    /// which is wrong — so the pair is still a true preference. The chosen completion is always
+    /// scored whole. Measured in the demo (README): +4.4 points at learning rate 5e-5, within the
+    /// noise at 2e-5, worse at 1e-4, where the push concentrated on one token drifts sooner.
+    ToFirstDifference,
+}
+
+impl RejectedSpan {
+    /// The spelling in configs and cache headers.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectedSpan::Whole => "whole",
+            RejectedSpan::ToFirstDifference => "to_first_difference",
         }
     }
 }
@@ -229,6 +261,7 @@ impl DpoConfig {
                 held_out_fraction: 0.1,
                 masking: Masking::Llama3,
                 edited_policy: EditedPolicy::Expand,
+                rejected_span: RejectedSpan::Whole,
                 strengths: Vec::new(),
                 sequence_length: 512,
                 skip_invalid: true,

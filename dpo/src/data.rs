@@ -19,7 +19,7 @@ use model::Positions;
 use serde::{Deserialize, Serialize};
 use training::Rng;
 
-use crate::config::{DataConfig, EditedPolicy, Masking};
+use crate::config::{DataConfig, EditedPolicy, Masking, RejectedSpan};
 use crate::error::DpoError;
 
 /// One tokenized prompt + completion.
@@ -258,7 +258,10 @@ fn pairs_of(
         };
     let pair = |better: &Completion, worse: &Completion| Pair {
         chosen: better.clone(),
-        rejected: worse.clone(),
+        rejected: match config.rejected_span {
+            RejectedSpan::Whole => worse.clone(),
+            RejectedSpan::ToFirstDifference => to_first_difference(better, worse),
+        },
         reference: None,
     };
     let chosen = completion("chosen", chosen)?;
@@ -278,6 +281,30 @@ fn pairs_of(
         (Some(edited), _) => vec![pair(&edited, &rejected)],
         (None, _) => vec![pair(&chosen, &rejected)],
     })
+}
+
+/// `rejected` with its mask cut after its first token that departs from `chosen` (both share the
+/// prompt, so the first difference lies in the completion). A rejected completion that never
+/// departs (a prefix of the chosen one) keeps its mask. The key names the completion it was cut
+/// against, since under the edited expansion one completion is cut against two others.
+fn to_first_difference(chosen: &Completion, rejected: &Completion) -> Completion {
+    let first_difference = rejected
+        .ids
+        .iter()
+        .zip(chosen.ids.iter().chain(std::iter::repeat(&u32::MAX)))
+        .position(|(rejected_id, chosen_id)| rejected_id != chosen_id);
+    let mut cut = rejected.clone();
+    if let Some(index) = first_difference {
+        for bit in &mut cut.mask[index + 1..] {
+            *bit = 0;
+        }
+    }
+    cut.key.completion = match (chosen.key.completion, rejected.key.completion) {
+        ("edited", "chosen") => "chosen_cut_at_edited",
+        ("edited", _) => "rejected_cut_at_edited",
+        _ => "rejected_cut_at_chosen",
+    };
+    cut
 }
 
 /// The pair indices of each batch of one epoch, in the order the epoch's seed gives.
@@ -338,6 +365,49 @@ pub fn tokenizer_path(model: &Path, configured: Option<&PathBuf>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn completion(name: &'static str, ids: &[u32], mask: &[u8]) -> Completion {
+        Completion {
+            key: SequenceKey {
+                file: PathBuf::from("p.jsonl"),
+                line: 1,
+                completion: name,
+            },
+            ids: ids.to_vec(),
+            mask: mask.to_vec(),
+        }
+    }
+
+    #[test]
+    fn rejected_cut_after_its_first_departure_from_chosen() {
+        // Prompt [1, 2], then "8 2 <eot>" against "7 2 <eot>": the rejected tens digit is wrong,
+        // its units digit continues the mistake and is not blamed; the termination token stays
+        // masked as the masking mode says.
+        let chosen = completion("chosen", &[1, 2, 8, 2, 9], &[0, 0, 1, 1, 0]);
+        let rejected = completion("rejected", &[1, 2, 7, 2, 9], &[0, 0, 1, 1, 0]);
+        let cut = to_first_difference(&chosen, &rejected);
+        assert_eq!(cut.ids, rejected.ids);
+        assert_eq!(cut.mask, [0, 0, 1, 0, 0]);
+        assert_eq!(cut.key.completion, "rejected_cut_at_chosen");
+        // Departing at the last digit: the whole body counts, as before.
+        let late = completion("rejected", &[1, 2, 8, 3, 9], &[0, 0, 1, 1, 0]);
+        assert_eq!(to_first_difference(&chosen, &late).mask, [0, 0, 1, 1, 0]);
+        // Longer than the chosen completion: it departs where the chosen one ends.
+        let longer = completion("rejected", &[1, 2, 8, 2, 5, 5], &[0, 0, 1, 1, 1, 1]);
+        assert_eq!(
+            to_first_difference(&chosen, &longer).mask,
+            [0, 0, 1, 1, 1, 0]
+        );
+        // A prefix of the chosen completion never departs: its mask is kept.
+        let prefix = completion("rejected", &[1, 2, 8], &[0, 0, 1]);
+        assert_eq!(to_first_difference(&chosen, &prefix).mask, [0, 0, 1]);
+        // Under the edited expansion the chosen completion is cut against the edited one.
+        let edited = completion("edited", &[1, 2, 8, 2, 9], &[0, 0, 1, 1, 0]);
+        assert_eq!(
+            to_first_difference(&edited, &chosen).key.completion,
+            "chosen_cut_at_edited"
+        );
+    }
 
     #[test]
     fn epoch_order_depends_on_seed_and_epoch_only() {

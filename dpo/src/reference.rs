@@ -36,7 +36,7 @@ use model::Checkpoint;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::DpoConfig;
+use crate::config::{DpoConfig, RejectedSpan};
 use crate::data::{self, Completion, PreferenceData, SequenceKey};
 use crate::error::DpoError;
 use crate::loss::completion_log_probs;
@@ -65,6 +65,9 @@ struct Header {
     reference_sha256: String,
     tokenizer_sha256: String,
     masking: String,
+    /// Absent in caches written before the option existed, which are all `whole`.
+    #[serde(default = "whole_span")]
+    rejected_span: String,
     data_sha256: String,
     compute_dtype: String,
 }
@@ -128,8 +131,9 @@ pub fn attach(
         let data_sha256 = file_digest(file)?;
         let fingerprint = hex(&Sha256::digest(
             format!(
-                "{FORMAT}\n{reference_sha256}\n{tokenizer_sha256}\n{}\n{data_sha256}\n{compute_dtype}",
-                config.data.masking.as_str()
+                "{FORMAT}\n{reference_sha256}\n{tokenizer_sha256}\n{}\n{data_sha256}\n{compute_dtype}{}",
+                config.data.masking.as_str(),
+                span_suffix(config.data.rejected_span),
             )
             .as_bytes(),
         ));
@@ -140,6 +144,7 @@ pub fn attach(
             reference_sha256: reference_sha256.clone(),
             tokenizer_sha256: tokenizer_sha256.clone(),
             masking: config.data.masking.as_str().to_owned(),
+            rejected_span: config.data.rejected_span.as_str().to_owned(),
             data_sha256,
             compute_dtype: compute_dtype.clone(),
         };
@@ -249,6 +254,22 @@ fn score_missing(
             .map_err(|error| cache_error(path, &error.to_string()))?;
     }
     Ok(())
+}
+
+fn whole_span() -> String {
+    RejectedSpan::Whole.as_str().to_owned()
+}
+
+/// What the rejected span adds to the fingerprint: nothing for `whole`, so caches written before
+/// the option existed keep their names and stay valid.
+fn span_suffix(span: RejectedSpan) -> String {
+    match span {
+        RejectedSpan::Whole => String::new(),
+        RejectedSpan::ToFirstDifference => format!(
+            "\nrejected_span={}",
+            RejectedSpan::ToFirstDifference.as_str()
+        ),
+    }
 }
 
 /// `<data file>.reference/<first 16 hex digits of the fingerprint>.jsonl`.

@@ -3,7 +3,7 @@
 //!
 //! Everything is generated from a seed, with no network: a held-out set drawn first and never
 //! trained on, pretraining text (`a + b = c` lines, no chat format), SFT conversations (a question
-//! in one of several phrasings, the answer as `a + b = c`), and prompts whose `metadata.answer`
+//! in one of several phrasings, the reply as the equation `a + b = c` or as a sentence), and prompts whose `metadata.answer`
 //! the reference-answer verifier checks. The tokenizer corpus is the same text with every digit
 //! removed: BPE then learns no merges inside numbers, so each digit stays one token — what a tiny
 //! model needs to learn carrying (Llama 3's pre-tokenizer alone would allow three-digit tokens).
@@ -49,13 +49,13 @@ impl Problem {
             .replace("{right}", &self.right.to_string())
     }
 
-    /// The assistant's reply: the equation, whose last number is the answer. Restating the
-    /// question keeps every answer digit at the same distance from the digits it sums as in the
-    /// pretraining text; measured here, a base model at 98% on `a + b =` reached only 7.5% in chat
-    /// after SFT on bare answers, whose digits sit six protocol tokens further away.
+    /// The assistant's reply in `style`; its last number is the answer.
     #[must_use]
-    pub fn reply(self) -> String {
-        self.equation()
+    pub fn reply(self, style: ReplyStyle) -> String {
+        match style {
+            ReplyStyle::Equation => self.equation(),
+            ReplyStyle::Sentence => format!("The answer is {}.", self.answer()),
+        }
     }
 
     /// The equation as the pretraining text writes it.
@@ -69,6 +69,21 @@ impl Problem {
     pub fn text_prompt(self) -> String {
         format!("{} + {} =", self.left, self.right)
     }
+}
+
+/// How an SFT reply is written. The demo's "human-written" conversations mix both, as replies by
+/// different annotators would: the sentence is as right as the equation, but a model answers far
+/// worse in it — its answer digits sit six protocol tokens and a sentence away from the operands
+/// they sum, where the equation restates them right before the answer, as the pretraining text
+/// does (measured here: a base model at 98% on `a + b =` reached 7.5% in chat after SFT on bare
+/// answers). Which style gets answers right is what rejection sampling and DPO learn from the
+/// verifier; no stage is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStyle {
+    /// `47 + 38 = 85`.
+    Equation,
+    /// `The answer is 85.`
+    Sentence,
 }
 
 /// Draws problems whose operands have exactly `digits` digits: a held-out set of distinct problems
@@ -146,6 +161,16 @@ impl ProblemSource {
     pub fn phrasing(&mut self) -> usize {
         self.rng.below(QUESTIONS.len() as u64) as usize
     }
+
+    /// A reply style: [`ReplyStyle::Sentence`] with probability `sentence_fraction`.
+    pub fn reply_style(&mut self, sentence_fraction: f64) -> ReplyStyle {
+        // Drawn per mille so the stream of draws does not depend on the fraction's value.
+        if (self.rng.below(1000) as f64) < sentence_fraction * 1000.0 {
+            ReplyStyle::Sentence
+        } else {
+            ReplyStyle::Equation
+        }
+    }
 }
 
 /// Writes `lines` of text to `path` (created with its parent directory).
@@ -182,18 +207,22 @@ pub fn write_pretraining_text(
     write_lines(path, documents)
 }
 
-/// SFT conversations: a question and the reply.
+/// SFT conversations: a question and the reply, a `sentence_fraction` of them in the sentence
+/// style ([`ReplyStyle`]).
 pub fn write_conversations(
     path: &Path,
     problems: &[Problem],
+    sentence_fraction: f64,
     source: &mut ProblemSource,
 ) -> Result<(), RecipeError> {
     let lines: Vec<String> = problems
         .iter()
         .map(|problem| {
+            let question = problem.question(source.phrasing());
+            let reply = problem.reply(source.reply_style(sentence_fraction));
             json!({"messages": [
-                {"role": "user", "content": problem.question(source.phrasing())},
-                {"role": "assistant", "content": problem.reply()},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": reply},
             ]})
             .to_string()
         })
@@ -232,7 +261,12 @@ pub fn write_prompts(
 /// header for why).
 pub fn write_tokenizer_corpus(path: &Path, problems: &[Problem]) -> Result<(), RecipeError> {
     let lines = problems.iter().enumerate().map(|(index, problem)| {
-        let text = format!("{}\n{}", problem.question(index), problem.equation());
+        let text = format!(
+            "{}\n{}\n{}",
+            problem.question(index),
+            problem.reply(ReplyStyle::Equation),
+            problem.reply(ReplyStyle::Sentence)
+        );
         text.chars().filter(|c| !c.is_ascii_digit()).collect()
     });
     write_lines(path, lines)
@@ -265,13 +299,39 @@ mod tests {
     }
 
     #[test]
+    fn reply_styles_follow_the_fraction_and_the_seed() {
+        let styles = |fraction: f64| {
+            let mut source = ProblemSource::new(3, 2);
+            (0..2000)
+                .map(|_| source.reply_style(fraction))
+                .collect::<Vec<_>>()
+        };
+        let sentences = |styles: &[ReplyStyle]| {
+            styles
+                .iter()
+                .filter(|style| **style == ReplyStyle::Sentence)
+                .count()
+        };
+        assert_eq!(sentences(&styles(0.0)), 0);
+        assert_eq!(sentences(&styles(1.0)), 2000);
+        let fifth = styles(0.2);
+        assert!(
+            (300..500).contains(&sentences(&fifth)),
+            "{}",
+            sentences(&fifth)
+        );
+        assert_eq!(fifth, styles(0.2), "seeded");
+    }
+
+    #[test]
     fn texts() {
         let problem = Problem {
             left: 47,
             right: 38,
         };
         assert_eq!(problem.equation(), "47 + 38 = 85");
-        assert_eq!(problem.reply(), "47 + 38 = 85");
+        assert_eq!(problem.reply(ReplyStyle::Equation), "47 + 38 = 85");
+        assert_eq!(problem.reply(ReplyStyle::Sentence), "The answer is 85.");
         assert_eq!(problem.question(0), "What is 47 + 38?");
     }
 }

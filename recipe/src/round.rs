@@ -175,6 +175,10 @@ pub struct DpoStage {
     /// Loss, β and the NLL weight (Llama 3: sigmoid, 0.1, 0.2).
     #[serde(default)]
     pub dpo: dpo::config::DpoSettings,
+    /// Which rejected tokens are blamed (`whole`, or `to_first_difference` for answers that one
+    /// wrong token makes wrong: `dpo::config::RejectedSpan`).
+    #[serde(default)]
+    pub rejected_span: dpo::config::RejectedSpan,
     /// Optimisation; `training.seed` is replaced by each of `averaging.seeds`.
     pub training: TrainingConfig,
 }
@@ -392,6 +396,7 @@ pub fn run(config: &RoundConfig) -> Result<RoundSummary, RecipeError> {
             .collect();
         dpo_config.data.held_out_fraction = config.dpo.held_out_fraction;
         dpo_config.data.sequence_length = config.dpo.sequence_length;
+        dpo_config.data.rejected_span = config.dpo.rejected_span;
         dpo_config.data.skip_invalid = true;
         dpo_config.dpo = config.dpo.dpo;
         dpo_config.training = TrainingConfig {
