@@ -395,3 +395,19 @@ fn hex(bytes: &[u8]) -> String {
         text
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_from_before_the_rejected_span_stay_valid() {
+        // A header as written before `rejected_span` existed reads as `whole`, and `whole` adds
+        // nothing to the fingerprint, so such a cache keeps its name and its scores.
+        let old = r#"{"format":"herd-dpo reference log-probs v1","fingerprint":"ab","reference":"m","reference_sha256":"r","tokenizer_sha256":"t","masking":"llama3","data_sha256":"d","compute_dtype":"f32"}"#;
+        let header: Header = serde_json::from_str(old).unwrap();
+        assert_eq!(header.rejected_span, "whole");
+        assert_eq!(span_suffix(RejectedSpan::Whole), "");
+        assert_ne!(span_suffix(RejectedSpan::ToFirstDifference), "");
+    }
+}
