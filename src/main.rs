@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::DType;
+use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use datasets::encode::{EncodeOptions, EncodedRecord, encode_record};
 use datasets::jsonl::JsonlLines;
@@ -88,6 +88,8 @@ enum Command {
         /// Prompts generated together.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Chat with a model in the terminal (/reset starts over, /exit quits).
     Chat {
@@ -99,6 +101,8 @@ enum Command {
         system: Option<String>,
         #[command(flatten)]
         sampling: SamplingArgs,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Rejection sampling: K samples per prompt, scored, the best kept (re-running resumes).
     Synth(synth_command::SynthArgs),
@@ -139,6 +143,60 @@ struct StageArgs {
     /// Override a config key before parsing, e.g. --set training.steps=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+}
+
+/// `--device` and `--dtype` of every command that runs a model without training it.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct PlacementArgs {
+    /// Where the model runs: auto (a CUDA GPU when herd is built with it and one is present,
+    /// else the CPU), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceFlag::Auto)]
+    device: DeviceFlag,
+    /// The dtype the weights are kept and computed in (bf16 halves the memory; logits stay f32).
+    #[arg(long, value_enum, default_value_t = DtypeFlag::F32)]
+    dtype: DtypeFlag,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceFlag {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DtypeFlag {
+    F32,
+    Bf16,
+}
+
+impl PlacementArgs {
+    fn placement(self) -> training::Placement {
+        training::Placement {
+            device: match self.device {
+                DeviceFlag::Auto => training::DeviceChoice::Auto,
+                DeviceFlag::Cpu => training::DeviceChoice::Cpu,
+                DeviceFlag::Cuda => training::DeviceChoice::Cuda,
+            },
+            dtype: match self.dtype {
+                DtypeFlag::F32 => training::ComputeDtype::F32,
+                DtypeFlag::Bf16 => training::ComputeDtype::Bf16,
+            },
+        }
+    }
+
+    /// The device and dtype these flags name; `--device cuda` on a CPU-only build is an error
+    /// naming the flag.
+    pub(crate) fn open(self) -> Result<(Device, DType)> {
+        Ok(self.placement().open("--device")?)
+    }
+
+    /// A policy (model + tokenizer) from `model`, placed as the flags say.
+    fn load_policy(self, model: &Path) -> Result<Policy> {
+        let (device, dtype) = self.open()?;
+        Policy::load_on(model, &device, dtype)
+            .with_context(|| format!("loading {}", model.display()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -350,9 +408,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             sampling,
             batch_size,
+            placement,
         } => {
-            let policy =
-                Policy::load(&model).with_context(|| format!("loading {}", model.display()))?;
+            let policy = placement.load_policy(&model)?;
             let file = std::fs::File::create(&output)
                 .with_context(|| format!("creating {}", output.display()))?;
             let mut writer = BufWriter::new(file);
@@ -365,9 +423,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             system,
             sampling,
+            placement,
         } => {
-            let policy =
-                Policy::load(&model).with_context(|| format!("loading {}", model.display()))?;
+            let policy = placement.load_policy(&model)?;
             let stdin = io::stdin();
             let stdout = io::stdout();
             synth::chat::chat(

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::DType;
+
+use crate::PlacementArgs;
 use clap::{Args, Subcommand};
 use datasets::render::Renderer;
 use datasets::tokenizer::Llama3Tokenizer;
@@ -37,6 +39,8 @@ pub enum RewardCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Score conversations (last message = assistant) and preferences; writes
     /// {"reward": r, "record": …} or {"reward_chosen", "reward_rejected", "record"} per line.
@@ -50,12 +54,18 @@ pub enum RewardCommand {
         /// Where to write one JSON line per input line.
         #[arg(long)]
         output: PathBuf,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
 }
 
-fn load(model: &Path) -> Result<(RewardModel, Llama3Tokenizer)> {
-    let reward_model = RewardModel::load(model, &Device::Cpu)
+fn load(model: &Path, placement: PlacementArgs) -> Result<(RewardModel, Llama3Tokenizer)> {
+    let (device, dtype) = placement.open()?;
+    let mut reward_model = RewardModel::load(model, &device)
         .with_context(|| format!("loading {}", model.display()))?;
+    if dtype != DType::F32 {
+        reward_model.set_compute_dtype(Some(dtype))?;
+    }
     let tokenizer = Llama3Tokenizer::from_file(&model.join("tokenizer.json"))?;
     Ok((reward_model, tokenizer))
 }
@@ -68,8 +78,13 @@ pub fn run_reward(command: RewardCommand) -> Result<ExitCode> {
             let summary = reward::run(&config, &resolved)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
-        RewardCommand::Eval { model, data, json } => {
-            let (reward_model, tokenizer) = load(&model)?;
+        RewardCommand::Eval {
+            model,
+            data,
+            json,
+            placement,
+        } => {
+            let (reward_model, tokenizer) = load(&model, placement)?;
             let renderer = Renderer::new(&tokenizer)?;
             let evaluation = reward::eval::evaluate_file(&reward_model, &renderer, &data)?;
             if json {
@@ -82,8 +97,9 @@ pub fn run_reward(command: RewardCommand) -> Result<ExitCode> {
             model,
             input,
             output,
+            placement,
         } => {
-            let (reward_model, tokenizer) = load(&model)?;
+            let (reward_model, tokenizer) = load(&model, placement)?;
             let renderer = Renderer::new(&tokenizer)?;
             let file = std::fs::File::create(&output)
                 .with_context(|| format!("creating {}", output.display()))?;

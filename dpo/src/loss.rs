@@ -15,8 +15,17 @@
 //! `Σ_pairs preference + w · (P / T) · Σ chosen NLL` with the STEP's pair count P and chosen-token
 //! count T, and the accumulator divides by P once — so 1×N and N×1 micro-batching give the same
 //! update, and one micro-batch is exactly TRL's loss.
+//!
+//! The summed completion log-probs come in two forms: [`completion_log_probs`] over full logits
+//! (the reference; the TRL parity test checks it), and [`completion_log_probs_from_hidden`] over
+//! the final hidden states and the LM head weight through the chunked op of
+//! `model::ops::linear_cross_entropy`, which projects only the completion positions and never
+//! holds the `(rows, sequence, vocab)` logits: what training, evaluation and the reference
+//! scoring run.
 
 use candle_core::{D, DType, Tensor};
+use model::ops::Kernels;
+use model::ops::linear_cross_entropy::next_token_log_probs;
 use serde_json::{Map, Value};
 
 use crate::config::{DpoSettings, LossKind};
@@ -58,6 +67,32 @@ pub fn completion_log_probs(
     Ok(RowLogProbs {
         sums: (target_log_probabilities * &weights)?.sum(1)?,
         tokens: weights.sum(1)?,
+    })
+}
+
+/// [`completion_log_probs`] from the final hidden states, without full logits: the same per-row
+/// sums over the same tokens (token i counts when `mask[i] = 1`, predicted by position i − 1) and
+/// the same token counts, with log p computed in f32.
+///
+/// `hidden_states` is `(rows, sequence, hidden)` ([`model::Llama::hidden_states`]),
+/// `lm_head_weight` `(vocab, hidden)` ([`model::Llama::lm_head_weight`]), `input_ids` and `mask`
+/// as for [`completion_log_probs`] (the mask 0/1).
+pub fn completion_log_probs_from_hidden(
+    hidden_states: &Tensor,
+    lm_head_weight: &Tensor,
+    input_ids: &Tensor,
+    mask: &Tensor,
+    kernels: Kernels,
+) -> model::Result<RowLogProbs> {
+    let (_, sequence) = input_ids.dims2()?;
+    let selected = next_token_log_probs(hidden_states, lm_head_weight, input_ids, mask, kernels)?;
+    Ok(RowLogProbs {
+        sums: selected.row_sums()?,
+        // (rows, sequence − 1) → (rows): token 0 is never predicted.
+        tokens: mask
+            .narrow(1, 1, sequence.saturating_sub(1))?
+            .to_dtype(DType::F32)?
+            .sum(1)?,
     })
 }
 
@@ -254,7 +289,7 @@ impl MetricSums {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Var};
 
     /// One pair: π(c) = −1, π(r) = −3, ref(c) = ref(r) = −2, so the log-ratios are +1 and −1 and
     /// h = 2; chosen has 2 counted tokens, rejected 4.
@@ -348,5 +383,84 @@ mod tests {
         assert_eq!(map["eval_rewards/accuracies"], 0.0);
         let margin = map["eval_rewards/margins"].as_f64().unwrap();
         assert!((margin + 0.028_768_2).abs() < 1e-6, "{margin}");
+    }
+
+    /// The hidden-state form equals the logits form on the same inputs: row sums, token counts
+    /// and the gradients (of the hidden states and the head) of a per-row weighted sum, with both
+    /// kernels.
+    #[test]
+    fn the_hidden_state_form_equals_the_logits_form() {
+        let device = Device::Cpu;
+        let (rows, sequence, hidden, vocabulary) = (3, 5, 8, 13);
+        let values = |count: usize, salt: f32| -> Vec<f32> {
+            (0..count)
+                .map(|i| (i as f32 * 0.613 + salt).sin())
+                .collect()
+        };
+        let hidden_states = Var::from_vec(
+            values(rows * sequence * hidden, 0.5),
+            (rows, sequence, hidden),
+            &device,
+        )
+        .unwrap();
+        let weight = Var::from_vec(
+            values(vocabulary * hidden, 2.1),
+            (vocabulary, hidden),
+            &device,
+        )
+        .unwrap();
+        let ids: Vec<u32> = (0..rows * sequence)
+            .map(|i| (i * 5 % vocabulary) as u32)
+            .collect();
+        let ids = Tensor::from_vec(ids, (rows, sequence), &device).unwrap();
+        let mask = Tensor::new(
+            &[[0u8, 0, 1, 1, 1], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1]],
+            &device,
+        )
+        .unwrap();
+        let row_weights = Tensor::new(&[1f32, -2.0, 0.5], &device).unwrap();
+        let logits = hidden_states
+            .broadcast_matmul(&weight.t().unwrap())
+            .unwrap();
+        let expected = completion_log_probs(&logits, &ids, &mask).unwrap();
+        let expected_gradients = (&expected.sums * &row_weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let largest = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        for kernels in [Kernels::Fused, Kernels::Reference] {
+            let got =
+                completion_log_probs_from_hidden(&hidden_states, &weight, &ids, &mask, kernels)
+                    .unwrap();
+            assert!(largest(&got.sums, &expected.sums) < 1e-5, "{kernels:?}");
+            assert_eq!(
+                got.tokens.to_vec1::<f32>().unwrap(),
+                expected.tokens.to_vec1::<f32>().unwrap()
+            );
+            let gradients = (&got.sums * &row_weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for var in [&hidden_states, &weight] {
+                let difference = largest(
+                    gradients.get(var).unwrap(),
+                    expected_gradients.get(var).unwrap(),
+                );
+                assert!(difference < 1e-5, "{kernels:?}: gradient {difference}");
+            }
+        }
     }
 }

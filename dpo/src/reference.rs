@@ -2,8 +2,9 @@
 //! resident reference model doubles DPO's memory; TRL's `precompute_ref_log_probs`).
 //!
 //! Before training, every completion of every train and held-out pair is scored by the reference
-//! model: the sum of its masked completion log-probs (the same `loss::completion_log_probs` the
-//! policy uses). Scores go to `<data file>.reference/<fingerprint>.jsonl`, one per data file:
+//! model: the sum of its masked completion log-probs (the same
+//! `loss::completion_log_probs_from_hidden` the policy uses). Scores go to
+//! `<data file>.reference/<fingerprint>.jsonl`, one per data file:
 //!
 //! ```text
 //! {"format":"herd-dpo reference log-probs v1","fingerprint":"…","reference":"runs/sft/final",
@@ -14,8 +15,9 @@
 //! ```
 //!
 //! The fingerprint is the SHA-256 of the reference's config and weight files, the tokenizer file,
-//! the masking mode, the data file and the compute dtype, so a changed input lands in a new file
-//! (recomputed) and an unchanged one is reused. Scores are per sequence, not per pair, so the
+//! the masking mode, the data file and the compute dtype (in bf16 also the way log-probs are
+//! computed, see `log_probs_suffix`), so a changed input lands in a new file (recomputed) and an
+//! unchanged one is reused. Scores are per sequence, not per pair, so the
 //! edited policy, strength filter and length limit can change without recomputing. Lines are
 //! appended and flushed batch by batch: a killed precompute leaves a valid prefix (a torn last line
 //! is cut off) and the next run scores only what is missing.
@@ -39,7 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{DpoConfig, RejectedSpan};
 use crate::data::{self, Completion, PreferenceData, SequenceKey};
 use crate::error::DpoError;
-use crate::loss::completion_log_probs;
+use crate::loss::completion_log_probs_from_hidden;
 
 /// A cache file's scores by (line, completion).
 type CacheEntries = HashMap<(usize, String), f32>;
@@ -131,9 +133,10 @@ pub fn attach(
         let data_sha256 = file_digest(file)?;
         let fingerprint = hex(&Sha256::digest(
             format!(
-                "{FORMAT}\n{reference_sha256}\n{tokenizer_sha256}\n{}\n{data_sha256}\n{compute_dtype}{}",
+                "{FORMAT}\n{reference_sha256}\n{tokenizer_sha256}\n{}\n{data_sha256}\n{compute_dtype}{}{}",
                 config.data.masking.as_str(),
                 span_suffix(config.data.rejected_span),
+                log_probs_suffix(&compute_dtype),
             )
             .as_bytes(),
         ));
@@ -199,7 +202,7 @@ fn score_missing(
         reference.display()
     );
     let mut model = Checkpoint::load(reference, DType::F32, device)?.model()?;
-    model.set_compute_dtype(config.training.compute_dtype.cast());
+    model.set_compute_dtype(config.training.compute_dtype.cast())?;
     let mut order: Vec<&(usize, Completion)> = missing.iter().collect();
     order.sort_by_key(|(_, completion)| completion.ids.len());
     let rows_per_batch = 2 * config.training.batch_size.max(1);
@@ -210,10 +213,18 @@ fn score_missing(
         let completions: Vec<&Completion> =
             batch.iter().map(|(_, completion)| completion).collect();
         let rows = data::to_rows(&completions, pad_id, device)?;
-        let logits = model.forward(&rows.input_ids, &rows.positions)?.logits;
-        let sums = completion_log_probs(&logits, &rows.input_ids, &rows.mask)?
-            .sums
-            .to_vec1::<f32>()?;
+        // The reference model is frozen (loaded tensors, not Vars): no graph is built, and the LM
+        // head runs on the completion positions only, in chunks.
+        let hidden_states = model.hidden_states(&rows.input_ids, &rows.positions)?;
+        let sums = completion_log_probs_from_hidden(
+            &hidden_states,
+            model.lm_head_weight()?,
+            &rows.input_ids,
+            &rows.mask,
+            model.kernels(),
+        )?
+        .sums
+        .to_vec1::<f32>()?;
         for ((cache, completion), logp) in batch.iter().zip(sums) {
             let (path, writer) = &mut caches[*cache];
             let entry = Entry {
@@ -269,6 +280,19 @@ fn span_suffix(span: RejectedSpan) -> String {
             "\nrejected_span={}",
             RejectedSpan::ToFirstDifference.as_str()
         ),
+    }
+}
+
+/// What the log-prob computation adds to the fingerprint. Nothing in f32: the chunked op
+/// (`model::ops::linear_cross_entropy`) reproduces the full-logits scores to float rounding, so
+/// those caches stay valid. In bf16 a marker: caches written before it hold scores of bf16-rounded
+/// logits, while the policy's log-probs now come from f32 logits, and mixing the two would offset
+/// every log-ratio (the initial policy would no longer score as the reference).
+fn log_probs_suffix(compute_dtype: &str) -> &'static str {
+    if compute_dtype == "f32" {
+        ""
+    } else {
+        "\nlog_probs=f32_logits_from_hidden_states"
     }
 }
 
@@ -409,5 +433,8 @@ mod tests {
         assert_eq!(header.rejected_span, "whole");
         assert_eq!(span_suffix(RejectedSpan::Whole), "");
         assert_ne!(span_suffix(RejectedSpan::ToFirstDifference), "");
+        // Nor does the chunked log-prob computation in f32; bf16 caches are recomputed.
+        assert_eq!(log_probs_suffix("f32"), "");
+        assert_ne!(log_probs_suffix("bf16"), "");
     }
 }

@@ -20,7 +20,7 @@ use training::{
 use crate::config::{DpoConfig, DpoSettings};
 use crate::data::{self, DataPosition, Pair};
 use crate::error::DpoError;
-use crate::loss::{MetricSums, PairLogProbs, completion_log_probs, micro_batch_loss};
+use crate::loss::{MetricSums, PairLogProbs, completion_log_probs_from_hidden, micro_batch_loss};
 use crate::reference::{self, ReferenceReport};
 
 /// What a finished run reports.
@@ -84,7 +84,7 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
     let checkpoint = Checkpoint::load(&config.model, DType::F32, &device)?;
     let (mut model, var_map) = checkpoint.trainable_model()?;
     drop(checkpoint);
-    model.set_compute_dtype(training.compute_dtype.cast());
+    model.set_compute_dtype(training.compute_dtype.cast())?;
     let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
     let checkpoints = config.output_dir.join("checkpoints");
     let metrics_path = config.output_dir.join("metrics.jsonl");
@@ -284,8 +284,15 @@ fn pair_log_probs(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let rows = data::to_pair_rows(pairs, pad_id, device)?;
-    let logits = model.forward(&rows.input_ids, &rows.positions)?.logits;
-    let row_logps = completion_log_probs(&logits, &rows.input_ids, &rows.mask)?;
+    // The LM head runs on the completion positions only, in chunks: no (rows, seq, vocab) logits.
+    let hidden_states = model.hidden_states(&rows.input_ids, &rows.positions)?;
+    let row_logps = completion_log_probs_from_hidden(
+        &hidden_states,
+        model.lm_head_weight()?,
+        &rows.input_ids,
+        &rows.mask,
+        model.kernels(),
+    )?;
     Ok(PairLogProbs::from_rows(&row_logps, &reference)?)
 }
 

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use dpo::config::{DpoSettings, LossKind};
-use dpo::data::{Completion, SequenceKey, to_rows};
-use dpo::loss::{MetricSums, PairLogProbs, completion_log_probs, micro_batch_loss};
-use model::Checkpoint;
+use dpo::data::{Completion, Rows, SequenceKey, to_rows};
+use dpo::loss::{
+    MetricSums, PairLogProbs, completion_log_probs, completion_log_probs_from_hidden,
+    micro_batch_loss,
+};
+use model::{Checkpoint, Llama};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -47,8 +50,8 @@ fn completions(expected: &Value) -> Vec<Completion> {
         .collect()
 }
 
-#[test]
-fn losses_and_metrics_equal_trl_dpo_trainer() {
+/// The fixture's expectations, its policy and its rows as one padded batch.
+fn policy_and_rows() -> (Value, Llama, Rows) {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
             .unwrap();
@@ -61,6 +64,48 @@ fn losses_and_metrics_equal_trl_dpo_trainer() {
     let row_refs: Vec<&Completion> = rows.iter().collect();
     // Pad id 0 as the fixture's batch; padding is out of attention and of the mask.
     let batch = to_rows(&row_refs, 0, &device).unwrap();
+    (expected, model, batch)
+}
+
+/// What training runs, the hidden states through the chunked LM-head op, against torch's row
+/// log-probs, with the same token counts as the logits form.
+#[test]
+fn chunked_log_probs_equal_trl() {
+    let (expected, model, batch) = policy_and_rows();
+    let hidden_states = model
+        .hidden_states(&batch.input_ids, &batch.positions)
+        .unwrap();
+    let chunked = completion_log_probs_from_hidden(
+        &hidden_states,
+        model.lm_head_weight().unwrap(),
+        &batch.input_ids,
+        &batch.mask,
+        model.kernels(),
+    )
+    .unwrap();
+    let torch_logps = numbers(&expected["policy_row_logps"]);
+    let ours: Vec<f32> = chunked.sums.to_vec1().unwrap();
+    let difference = torch_logps
+        .iter()
+        .zip(&ours)
+        .map(|(torch, ours)| (torch - f64::from(*ours)).abs())
+        .fold(0.0, f64::max);
+    eprintln!("max |Δ logp| per row, chunked: {difference:.3e}");
+    assert!(difference < 1e-5, "{torch_logps:?} vs {ours:?}");
+    let logits = model
+        .forward(&batch.input_ids, &batch.positions)
+        .unwrap()
+        .logits;
+    let full = completion_log_probs(&logits, &batch.input_ids, &batch.mask).unwrap();
+    assert_eq!(
+        chunked.tokens.to_vec1::<f32>().unwrap(),
+        full.tokens.to_vec1::<f32>().unwrap()
+    );
+}
+
+#[test]
+fn losses_and_metrics_equal_trl_dpo_trainer() {
+    let (expected, model, batch) = policy_and_rows();
     let logits = model
         .forward(&batch.input_ids, &batch.positions)
         .unwrap()

@@ -1,20 +1,18 @@
-//! Grouped-query self-attention (Ainslie et al. 2023) as transformers' `LlamaAttention` with the
-//! eager kernel: bias-free q/k/v/o projections, `RoPE` on queries and keys, each key/value head
-//! shared by `num_attention_heads / num_key_value_heads` consecutive query heads (`repeat_kv`),
-//! scores scaled by `head_dim^-0.5`, an additive bias from [`crate::positions::Positions`], softmax
-//! in f32.
-//!
-//! Uses `candle_nn::ops::softmax` over `D::Minus1`, which has a backward; `softmax_last_dim` does
-//! not (`shared/research/candle.md` §1.1).
+//! Grouped-query self-attention (Ainslie et al. 2023) as transformers' `LlamaAttention`:
+//! bias-free q/k/v/o projections, `RoPE` on queries and keys, each key/value head shared by
+//! `num_attention_heads / num_key_value_heads` consecutive query heads, scores scaled by
+//! `head_dim^-0.5`, which keys a query sees given by an [`AttentionLayout`], softmax in f32.
+//! The rotation and the attention itself are ops of [`crate::ops`] (reference or fused).
 
-use candle_core::{D, DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
+use crate::decoder_layer::LayerInputs;
 use crate::error::Result;
 use crate::kv_cache::LayerCache;
 use crate::linear::{Projection, projection};
-use crate::rope::{RopeTables, apply_rotary};
+use crate::ops;
 
 /// `model.layers.{i}.self_attn`.
 #[derive(Debug, Clone)]
@@ -45,25 +43,13 @@ impl Attention {
         })
     }
 
-    /// `x`: `(batch, seq, hidden)`; `attention_bias`: `(batch, 1, seq, seq)` f32 of 0 / -inf.
-    /// Returns `(batch, seq, hidden)`.
+    /// `x`: `(batch, seq, hidden)`, the queries being the last `seq` key slots of
+    /// `inputs.layout`. With a cache, the new keys and values are appended to it first and the
+    /// queries attend to every cached slot too. Returns `(batch, seq, hidden)`.
     pub fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
-        attention_bias: &Tensor,
-    ) -> Result<Tensor> {
-        self.forward_with_cache(x, rope, attention_bias, None)
-    }
-
-    /// [`Self::forward`] for `seq` new tokens after the `cached` slots of `cache`: their keys and
-    /// values are appended to it and the queries attend to every slot. `attention_bias`: `(batch,
-    /// 1, seq, cached + seq)`; without a cache, `cached` is 0.
-    pub fn forward_with_cache(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        attention_bias: &Tensor,
+        inputs: &LayerInputs<'_>,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
         let (batch, seq, _) = x.dims3()?;
@@ -76,24 +62,19 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let query = apply_rotary(&heads(&self.q_proj, self.num_attention_heads)?, rope)?;
-        let key = apply_rotary(&heads(&self.k_proj, self.num_key_value_heads)?, rope)?;
+        let rotary =
+            |x: &Tensor| ops::rope::rotary(x, inputs.rope.cos(), inputs.rope.sin(), inputs.kernels);
+        let query = rotary(&heads(&self.q_proj, self.num_attention_heads)?)?;
+        let key = rotary(&heads(&self.k_proj, self.num_key_value_heads)?)?;
         let value = heads(&self.v_proj, self.num_key_value_heads)?;
         // With a cache: (batch, kv_heads, seq, head_dim) -> (batch, kv_heads, cached + seq, head_dim)
         let (key, value) = match cache {
             None => (key, value),
             Some(cache) => cache.append(&key, &value)?,
         };
-        let key = self.repeat_key_value(&key)?;
-        let value = self.repeat_key_value(&value)?;
-
-        let scale = (self.head_dim as f64).powf(-0.5);
-        // (batch, heads, seq, head_dim) x (batch, heads, head_dim, keys) -> (batch, heads, seq, keys)
-        let scores = (query.matmul(&key.t()?)? * scale)?;
-        let scores = scores.to_dtype(DType::F32)?.broadcast_add(attention_bias)?;
-        let probabilities = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(value.dtype())?;
-        // (batch, heads, seq, keys) x (batch, heads, keys, head_dim) -> (batch, heads, seq, head_dim)
-        let context = probabilities.matmul(&value)?;
+        // (batch, heads, seq, head_dim), key/value heads shared without being repeated in memory
+        let context =
+            ops::attention::attention(&query, &key, &value, inputs.layout, inputs.kernels)?;
         // (batch, heads, seq, head_dim) -> (batch, seq, heads, head_dim) -> (batch, seq, heads * head_dim)
         let context = context.transpose(1, 2)?.reshape((
             batch,
@@ -121,21 +102,5 @@ impl Attention {
             ("v_proj", &self.v_proj),
             ("o_proj", &self.o_proj),
         ]
-    }
-
-    /// transformers' `repeat_kv`: key/value head `h` serves query heads `h * groups .. (h + 1) *
-    /// groups`.
-    fn repeat_key_value(&self, x: &Tensor) -> Result<Tensor> {
-        let groups = self.num_attention_heads / self.num_key_value_heads;
-        if groups == 1 {
-            return Ok(x.clone());
-        }
-        let (batch, key_value_heads, seq, head_dim) = x.dims4()?;
-        // (batch, kv_heads, seq, head_dim) -> (batch, kv_heads, groups, seq, head_dim)
-        //   -> (batch, kv_heads * groups, seq, head_dim)
-        Ok(x.unsqueeze(2)?
-            .broadcast_as((batch, key_value_heads, groups, seq, head_dim))?
-            .contiguous()?
-            .reshape((batch, key_value_heads * groups, seq, head_dim))?)
     }
 }

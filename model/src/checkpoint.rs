@@ -5,14 +5,17 @@
 //! is an error naming it, its file and both shapes. Weights stored as f32, bf16 or f16 are
 //! converted to the requested dtype.
 //!
-//! Files are read into memory (`candle_core::safetensors::load`) rather than memory-mapped: the
-//! workspace forbids `unsafe`, which candle's mmap loader requires.
+//! Files are memory-mapped (`kernels::MappedSafetensors`, the one crate where herd allows `unsafe`)
+//! and each tensor is copied out, converted and placed before the next: a sharded checkpoint never
+//! needs a file's bytes in an anonymous buffer beside its tensors, so peak memory stays near the
+//! model's own size plus one tensor.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use kernels::MappedSafetensors;
 use serde::Deserialize;
 
 use crate::config::LlamaConfig;
@@ -58,18 +61,20 @@ impl Checkpoint {
         let expected: HashMap<String, Vec<usize>> = parameter_shapes(&config).into_iter().collect();
         let mut tensors = HashMap::new();
         for file in weight_files(directory)? {
-            let loaded = candle_core::safetensors::load(&file, &Device::Cpu).map_err(|source| {
-                ModelError::Safetensors {
-                    file: file.clone(),
-                    source: Box::new(source),
-                }
-            })?;
-            let mut names: Vec<&String> = loaded.keys().collect();
+            let safetensors_error = |source| ModelError::Safetensors {
+                file: file.clone(),
+                source: Box::new(source),
+            };
+            let mapped = MappedSafetensors::open(&file).map_err(safetensors_error)?;
+            let mut names = mapped.names();
             names.sort();
             for name in names {
-                let tensor = &loaded[name];
-                check_tensor(&file, name, tensor, expected.get(name))?;
-                tensors.insert(name.clone(), tensor.to_dtype(dtype)?.to_device(device)?);
+                let tensor = mapped
+                    .load(&name, &Device::Cpu)
+                    .map_err(safetensors_error)?;
+                check_tensor(&file, &name, &tensor, expected.get(&name))?;
+                let placed = tensor.to_dtype(dtype)?.to_device(device)?;
+                tensors.insert(name, placed);
             }
         }
         for (name, shape) in parameter_shapes(&config) {

@@ -11,7 +11,21 @@ use crate::kv_cache::LayerCache;
 use crate::linear::Projection;
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
+use crate::ops::Kernels;
+use crate::ops::attention::AttentionLayout;
 use crate::rope::RopeTables;
+
+/// What every layer of one forward shares: the tokens' rotary tables, which keys each query sees,
+/// and which implementation of the ops runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerInputs<'a> {
+    /// cos/sin of every new token, `(batch, 1, seq, head_dim)`.
+    pub rope: &'a RopeTables,
+    /// The documents of every key slot (the new tokens are the last ones).
+    pub layout: &'a AttentionLayout,
+    /// Reference or fused ops.
+    pub kernels: Kernels,
+}
 
 /// `model.layers.{i}`.
 #[derive(Debug, Clone)]
@@ -38,35 +52,21 @@ impl DecoderLayer {
         })
     }
 
-    /// `(batch, seq, hidden) -> (batch, seq, hidden)`.
+    /// `(batch, seq, hidden) -> (batch, seq, hidden)`; with a cache, over new tokens after the
+    /// layer's cached keys and values ([`Attention::forward`]).
     pub fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
-        attention_bias: &Tensor,
-    ) -> Result<Tensor> {
-        self.forward_with_cache(x, rope, attention_bias, None)
-    }
-
-    /// [`Self::forward`] over new tokens after a layer's cached keys and values
-    /// ([`Attention::forward_with_cache`]).
-    pub fn forward_with_cache(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        attention_bias: &Tensor,
+        inputs: &LayerInputs<'_>,
         cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
-        let attended = self.self_attn.forward_with_cache(
-            &self.input_layernorm.forward(x)?,
-            rope,
-            attention_bias,
-            cache,
-        )?;
+        let normalized = self.input_layernorm.forward_with(x, inputs.kernels)?;
+        let attended = self.self_attn.forward(&normalized, inputs, cache)?;
         let x = (x + attended)?;
-        let transformed = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let normalized = self
+            .post_attention_layernorm
+            .forward_with(&x, inputs.kernels)?;
+        let transformed = self.mlp.forward_with(&normalized, inputs.kernels)?;
         Ok((x + transformed)?)
     }
 

@@ -17,9 +17,10 @@
 //! one prompt's cache into K rows without recomputing the prompt, and [`KvCache::select_rows`]
 //! drops rows that have finished.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
+use crate::ops::attention::{AttentionLayout, PADDING};
 
 /// One layer's cached keys and values, `(batch, kv_heads, slots, head_dim)` each.
 #[derive(Debug, Clone, Default)]
@@ -121,29 +122,20 @@ impl KvCache {
             .collect()
     }
 
-    /// The additive attention bias of `new` tokens about to be appended, `(batch, 1, new, len +
-    /// new)` f32 of 0 / `-inf`: the query in slot `q` sees key slot `k` when `k <= q` and `k` is
-    /// not padding; a padding query sees only itself.
-    pub fn attention_bias(&self, new: usize, device: &Device) -> Result<Tensor> {
+    /// The attention layout of `new` tokens about to be appended: `len + new` key slots per row,
+    /// the row's left padding as [`PADDING`] and every real slot one document, so the query in
+    /// slot `q` sees key slot `k` when `k <= q` and `k` is not padding; a padding query sees only
+    /// itself.
+    pub fn attention_layout(&self, new: usize) -> Result<AttentionLayout> {
         let total = self.length + new;
-        let mut bias = Vec::with_capacity(self.batch_size() * new * total);
-        for &padding in &self.padding {
-            for query in self.length..total {
-                bias.extend((0..total).map(|key| {
-                    let visible = if query < padding {
-                        key == query
-                    } else {
-                        key >= padding && key <= query
-                    };
-                    if visible { 0.0 } else { f32::NEG_INFINITY }
-                }));
-            }
-        }
-        Ok(Tensor::from_vec(
-            bias,
-            (self.batch_size(), 1, new, total),
-            device,
-        )?)
+        let documents = self
+            .padding
+            .iter()
+            .flat_map(|&padding| {
+                (0..total).map(move |slot| if slot < padding { PADDING } else { 0 })
+            })
+            .collect();
+        AttentionLayout::new(self.batch_size(), total, documents)
     }
 
     /// Records that `new` slots were appended to every layer.
@@ -221,15 +213,15 @@ mod tests {
     fn left_padding_shifts_positions_and_hides_padding_keys() {
         let mut cache = KvCache::new(1, vec![0, 2]);
         assert_eq!(cache.position_ids(3), [0, 1, 2, 0, 0, 0]);
-        let bias = cache.attention_bias(3, &Device::Cpu).unwrap();
-        // (batch, 1, new, total) -> (batch * new, total)
-        let seen: Vec<Vec<bool>> = bias
-            .reshape((6, 3))
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|row| row.into_iter().map(f32::is_finite).collect())
+        let layout = cache.attention_layout(3).unwrap();
+        // (batch * new) queries, each over the 3 key slots.
+        let seen: Vec<Vec<bool>> = (0..2)
+            .flat_map(|row| (0..3).map(move |query| (row, query)))
+            .map(|(row, query)| {
+                (0..3)
+                    .map(|key| layout.may_attend(row, query, key))
+                    .collect()
+            })
             .collect();
         assert_eq!(seen[2], [true, true, true]);
         // Row 1: slots 0 and 1 are padding and see only themselves; slot 2 sees only itself.

@@ -18,6 +18,7 @@ pub mod llama;
 pub mod lora;
 pub mod mlp;
 pub mod norm;
+pub mod ops;
 pub mod positions;
 pub mod rope;
 pub mod sampling;

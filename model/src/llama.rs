@@ -13,13 +13,14 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 
 use crate::config::LlamaConfig;
-use crate::decoder_layer::DecoderLayer;
+use crate::decoder_layer::{DecoderLayer, LayerInputs};
 use crate::error::{ModelError, Result};
 use crate::init::initialize;
 use crate::kv_cache::KvCache;
 use crate::linear::Projection;
 use crate::linear::{INITIALIZER_RANGE, embedding, linear_no_bias};
 use crate::norm::RmsNorm;
+use crate::ops::Kernels;
 use crate::positions::Positions;
 use crate::rope::RotaryEmbedding;
 
@@ -35,6 +36,8 @@ pub struct Llama {
     config: LlamaConfig,
     /// See [`Llama::set_compute_dtype`].
     compute_dtype: Option<DType>,
+    /// See [`Llama::set_kernels`].
+    kernels: Kernels,
 }
 
 /// What one forward pass returns.
@@ -81,6 +84,7 @@ impl Llama {
             rotary_embedding: RotaryEmbedding::new(config),
             config: config.clone(),
             compute_dtype: None,
+            kernels: Kernels::default(),
         })
     }
 
@@ -129,11 +133,16 @@ impl Llama {
         let device = input_ids.device();
         let mut x = self.embed_tokens.forward(input_ids)?;
         let rope = self.rotary_embedding.tables(positions, x.dtype(), device)?;
-        let attention_bias = positions.attention_bias(device)?;
+        let layout = positions.attention_layout()?;
+        let inputs = LayerInputs {
+            rope: &rope,
+            layout: &layout,
+            kernels: self.kernels,
+        };
         for layer in &self.layers {
-            x = layer.forward(&x, &rope, &attention_bias)?;
+            x = layer.forward(&x, &inputs, None)?;
         }
-        self.norm.forward(&x)
+        self.norm.forward_with(&x, self.kernels)
     }
 
     /// Logits at every position and the final hidden states.
@@ -187,17 +196,17 @@ impl Llama {
             x.dtype(),
             device,
         )?;
-        let attention_bias = cache.attention_bias(new, device)?;
+        let layout = cache.attention_layout(new)?;
+        let inputs = LayerInputs {
+            rope: &rope,
+            layout: &layout,
+            kernels: self.kernels,
+        };
         for (index, layer) in self.layers.iter().enumerate() {
-            x = layer.forward_with_cache(
-                &x,
-                &rope,
-                &attention_bias,
-                Some(cache.layer_mut(index)),
-            )?;
+            x = layer.forward(&x, &inputs, Some(cache.layer_mut(index)))?;
         }
         cache.advance(new);
-        let hidden_states = self.norm.forward(&x)?;
+        let hidden_states = self.norm.forward_with(&x, self.kernels)?;
         let logits = self.lm_head()?.forward(&hidden_states)?;
         Ok(ForwardOutput {
             logits,
@@ -208,6 +217,13 @@ impl Llama {
     /// The vocabulary projection; an error for a trunk.
     fn lm_head(&self) -> Result<&Linear> {
         self.lm_head.as_ref().ok_or(ModelError::NoLanguageModelHead)
+    }
+
+    /// The `lm_head` weight `(vocab, hidden)` (the embedding when tied), for losses that project
+    /// the final hidden states themselves in chunks ([`crate::ops::linear_cross_entropy`]) instead
+    /// of taking full logits. An error for a trunk.
+    pub fn lm_head_weight(&self) -> Result<&Tensor> {
+        Ok(self.lm_head()?.weight())
     }
 
     /// Every projection of every layer by its HF module name (`model.layers.{i}.self_attn.q_proj`).
@@ -230,25 +246,54 @@ impl Llama {
         self.map_parameters(&|tensor| Ok(tensor.detach()), false)
     }
 
-    /// Computes in `dtype` (e.g. bf16) while the parameters stay as they are (e.g. f32 master
-    /// `Var`s): every forward casts each parameter with `to_dtype`, which has a backward, so the
-    /// gradients reach the master weights in their dtype. Logits come back in f32 (as
-    /// transformers' `logits.float()`); hidden states stay in `dtype`. `None`: the parameters' dtype.
-    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) {
+    /// Computes in `dtype` (e.g. bf16). Frozen parameters (plain tensors: a loaded model for
+    /// inference, the DPO reference, a `LoRA` base) are cast here, once, and live in `dtype` from
+    /// now on. Trainable parameters (`Var`s, f32 masters) stay as they are and each forward casts
+    /// them with `to_dtype`, which has a backward, so the gradients reach the masters in their
+    /// dtype. Logits come back in f32 (as transformers' `logits.float()`); hidden states stay in
+    /// `dtype`. `None`: the parameters' dtype.
+    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) -> Result<()> {
         self.compute_dtype = dtype;
+        if let Some(dtype) = dtype {
+            self.map_parameters(
+                &|tensor| {
+                    if tensor.is_variable() {
+                        Ok(tensor.clone())
+                    } else {
+                        Ok(tensor.to_dtype(dtype)?)
+                    }
+                },
+                true,
+            )?;
+        }
+        Ok(())
     }
 
-    /// This model with every parameter (adapters included) cast to `compute_dtype`, when set and
-    /// different from the parameters' dtype.
+    /// Chooses the implementation of the ops every forward runs: [`Kernels::Fused`] (the default)
+    /// or [`Kernels::Reference`], the composed candle ops the fused ones are tested against.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// The implementation of the ops this model runs.
+    #[must_use]
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// This model with its parameters in `compute_dtype` for one forward: a clone of tensor
+    /// handles in which only the trainable parameters are actually cast (frozen ones were cast
+    /// once by [`Llama::set_compute_dtype`], and `to_dtype` to a tensor's own dtype is a handle
+    /// clone); `None` without a compute dtype.
     fn in_compute_dtype(&self) -> Result<Option<Self>> {
         match self.compute_dtype {
-            Some(dtype) if dtype != self.embed_tokens.embeddings().dtype() => {
+            Some(dtype) => {
                 let mut cast = self.clone();
                 cast.compute_dtype = None;
                 cast.map_parameters(&|tensor| Ok(tensor.to_dtype(dtype)?), true)?;
                 Ok(Some(cast))
             }
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::linear::{Projection, projection};
+use crate::ops::{Kernels, swiglu};
 
 /// `model.layers.{i}.mlp`.
 #[expect(
@@ -31,11 +32,18 @@ impl Mlp {
         })
     }
 
-    /// `(batch, seq, hidden) -> (batch, seq, hidden)`.
+    /// `(batch, seq, hidden) -> (batch, seq, hidden)` with the fused activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.forward_with(x, Kernels::Fused)
+    }
+
+    /// `(batch, seq, hidden) -> (batch, seq, hidden)`, the activation by `kernels`
+    /// ([`crate::ops::swiglu`]).
+    pub fn forward_with(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?;
         let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+        self.down_proj
+            .forward(&swiglu::swiglu(&gate, &up, kernels)?)
     }
 
     /// The projections by their HF module names, `gate_proj`, `up_proj`, `down_proj`.

@@ -1,13 +1,13 @@
 //! `RMSNorm` (Zhang & Sennrich 2019) as transformers' `LlamaRMSNorm` computes it: in f32,
 //! `x * rsqrt(mean(x²) + eps)`, cast back to the input dtype, then times the weight.
-//!
-//! Written from elementary ops because candle's `RmsNorm::forward` and `ops::rms_norm` have no
-//! backward and silently cut the gradient (`shared/research/candle.md` §1.1, candle issue #2168).
+//! The computation is [`crate::ops::rms_norm`] (reference and fused, both with a backward: candle's
+//! `RmsNorm::forward` and `ops::rms_norm` have none, `shared/research/candle.md` §1.1).
 
-use candle_core::{D, DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::Result;
+use crate::ops::{Kernels, rms_norm};
 
 /// A root-mean-square norm over the last dimension with a learned per-channel scale.
 #[derive(Debug, Clone)]
@@ -35,14 +35,15 @@ impl RmsNorm {
         Ok(())
     }
 
-    /// Normalizes `x` of shape `(..., size)`.
+    /// Normalizes `x` of shape `(..., size)` with the fused op.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inverse_rms = (variance + self.eps)?.sqrt()?.recip()?;
-        let normalized = x.broadcast_mul(&inverse_rms)?.to_dtype(dtype)?;
-        Ok(normalized.broadcast_mul(&self.weight)?)
+        self.forward_with(x, Kernels::Fused)
+    }
+
+    /// Normalizes `x` of shape `(..., size)` with the chosen implementation
+    /// ([`crate::ops::rms_norm`]).
+    pub fn forward_with(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        rms_norm::rms_norm(x, &self.weight, self.eps, kernels)
     }
 }
 

@@ -8,9 +8,8 @@
 //! to the same document; padding belongs to no document and sees only itself, which keeps its
 //! softmax finite without affecting real tokens.
 
-use candle_core::{Device, Tensor};
-
 use crate::error::{ModelError, Result};
+use crate::ops::attention::{AttentionLayout, PADDING};
 
 /// Position ids and document membership of every token of a `(batch, seq)` batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,27 +136,16 @@ impl Positions {
                 && query_document == self.documents[base + key])
     }
 
-    /// The additive attention bias, `(batch, 1, seq, seq)` f32: 0 where attention is allowed,
-    /// `-inf` elsewhere; broadcast over heads.
-    pub fn attention_bias(&self, device: &Device) -> Result<Tensor> {
-        let seq = self.sequence_length;
-        let mut bias = Vec::with_capacity(self.batch_size * seq * seq);
-        for row in 0..self.batch_size {
-            for query in 0..seq {
-                bias.extend((0..seq).map(|key| {
-                    if self.may_attend(row, query, key) {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                }));
-            }
-        }
-        Ok(Tensor::from_vec(
-            bias,
-            (self.batch_size, 1, seq, seq),
-            device,
-        )?)
+    /// The layout the attention op takes: each token's document, padding as
+    /// [`crate::ops::attention::PADDING`]; keys and queries are the same `seq` tokens. Never a
+    /// dense mask: the fused attention reads the documents directly.
+    pub fn attention_layout(&self) -> Result<AttentionLayout> {
+        let documents = self
+            .documents
+            .iter()
+            .map(|document| document.unwrap_or(PADDING))
+            .collect();
+        AttentionLayout::new(self.batch_size, self.sequence_length, documents)
     }
 }
 

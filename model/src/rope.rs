@@ -5,21 +5,43 @@
 //! `scalar / tensor == tensor.reciprocal() * scalar`), `LlamaRotaryEmbedding.forward` for the
 //! cos/sin tables (`cat(freqs, freqs)`, gathered by explicit position ids so packed documents
 //! restart at 0) and `apply_rotary_pos_emb` with `rotate_half` (the half-split convention, not the
-//! interleaved one). Only differentiable ops are used: candle's `rotary_emb::rope` has no backward
-//! (`shared/research/candle.md` §1.1).
+//! interleaved one; the rotation itself is [`crate::ops::rope`]). The tables are computed once per
+//! device and dtype and cached; a forward gathers its positions' rows.
 
 use std::f32::consts::PI;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, DeviceLocation, Tensor};
 
 use crate::config::{Llama3RopeScaling, LlamaConfig};
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::positions::Positions;
 
-/// The inverse frequencies of one head's rotary embedding.
-#[derive(Debug, Clone, PartialEq)]
+/// The inverse frequencies of one head's rotary embedding, and the cos/sin tables built from them
+/// once per device and dtype (shared by the clones of a model).
+#[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
     inverse_frequencies: Vec<f32>,
+    /// `(positions, head_dim)` cos and sin for positions `0..len`, per device and dtype; grown
+    /// (rebuilt longer) when a forward needs a later position. A forward gathers its rows by
+    /// position id on the device instead of computing and uploading a table per token.
+    cache: Arc<Mutex<Vec<CachedTable>>>,
+}
+
+impl PartialEq for RotaryEmbedding {
+    fn eq(&self, other: &Self) -> bool {
+        self.inverse_frequencies == other.inverse_frequencies
+    }
+}
+
+/// cos/sin of every position below `cos.dim(0)`, on one device in one dtype.
+#[derive(Debug)]
+struct CachedTable {
+    location: DeviceLocation,
+    dtype: DType,
+    /// `(positions, head_dim)` each.
+    cos: Tensor,
+    sin: Tensor,
 }
 
 /// cos and sin for every token, `(batch, 1, seq, head_dim)` each, in the activations' dtype.
@@ -28,6 +50,23 @@ pub struct RopeTables {
     cos: Tensor,
     sin: Tensor,
 }
+
+impl RopeTables {
+    /// `(batch, 1, seq, head_dim)`: cos of each token's angles.
+    #[must_use]
+    pub fn cos(&self) -> &Tensor {
+        &self.cos
+    }
+
+    /// `(batch, 1, seq, head_dim)`: sin of each token's angles.
+    #[must_use]
+    pub fn sin(&self) -> &Tensor {
+        &self.sin
+    }
+}
+
+/// Positions a cached table covers at least: most forwards never grow it.
+const MIN_CACHED_POSITIONS: usize = 2048;
 
 impl RotaryEmbedding {
     /// The frequencies for `config.head_dim`, scaled when `config.rope_scaling` is set.
@@ -48,6 +87,7 @@ impl RotaryEmbedding {
         };
         Self {
             inverse_frequencies,
+            cache: Arc::default(),
         }
     }
 
@@ -73,7 +113,8 @@ impl RotaryEmbedding {
     }
 
     /// cos/sin for explicit `position_ids`, `(batch * seq)` row-major for a `(batch, seq)` batch:
-    /// what a forward over new tokens after a KV cache needs.
+    /// what a forward over new tokens after a KV cache needs. The rows are gathered from the
+    /// cached table, so the values are exactly those of the table built per token before.
     pub fn tables_for_ids(
         &self,
         position_ids: &[u32],
@@ -81,11 +122,36 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<RopeTables> {
+        let needed = position_ids.iter().max().map_or(0, |&p| p as usize + 1);
+        let (cos, sin) = self.cached(needed, dtype, device)?;
+        let ids = Tensor::new(position_ids, device)?;
+        // (positions, head_dim) gathered -> (batch * seq, head_dim) -> (batch, 1, seq, head_dim):
+        // one table shared by all heads.
+        let shape = (batch, 1, seq, 2 * self.inverse_frequencies.len());
+        Ok(RopeTables {
+            cos: cos.index_select(&ids, 0)?.reshape(shape)?,
+            sin: sin.index_select(&ids, 0)?.reshape(shape)?,
+        })
+    }
+
+    /// The cached `(positions, head_dim)` tables on `device` in `dtype` covering `needed`
+    /// positions, built (or rebuilt longer) when missing.
+    fn cached(&self, needed: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        let location = device.location();
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| ModelError::Generation("the RoPE table cache was poisoned".to_owned()))?;
+        if let Some(table) = cache.iter().find(|t| {
+            t.location == location && t.dtype == dtype && t.cos.dim(0).is_ok_and(|n| n >= needed)
+        }) {
+            return Ok((table.cos.clone(), table.sin.clone()));
+        }
+        let length = needed.max(MIN_CACHED_POSITIONS).next_power_of_two();
         let half = self.inverse_frequencies.len();
-        let tokens = position_ids.len();
-        let mut cos = Vec::with_capacity(tokens * 2 * half);
-        let mut sin = Vec::with_capacity(tokens * 2 * half);
-        for &position in position_ids {
+        let mut cos = Vec::with_capacity(length * 2 * half);
+        let mut sin = Vec::with_capacity(length * 2 * half);
+        for position in 0..length as u32 {
             let angles = self.inverse_frequencies.iter().map(|f| position as f32 * f);
             let (c, s): (Vec<f32>, Vec<f32>) = angles.map(|a| (a.cos(), a.sin())).unzip();
             // emb = cat(freqs, freqs): both halves of a head use the same angles.
@@ -94,15 +160,18 @@ impl RotaryEmbedding {
             sin.extend_from_slice(&s);
             sin.extend_from_slice(&s);
         }
-        // (batch * seq * head_dim) -> (batch, 1, seq, head_dim): one table shared by all heads.
-        let shape = (batch, 1, seq, 2 * half);
         let table = |values: Vec<f32>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+            Ok(Tensor::from_vec(values, (length, 2 * half), device)?.to_dtype(dtype)?)
         };
-        Ok(RopeTables {
-            cos: table(cos)?,
-            sin: table(sin)?,
-        })
+        let (cos, sin) = (table(cos)?, table(sin)?);
+        cache.retain(|t| !(t.location == location && t.dtype == dtype));
+        cache.push(CachedTable {
+            location,
+            dtype,
+            cos: cos.clone(),
+            sin: sin.clone(),
+        });
+        Ok((cos, sin))
     }
 }
 
@@ -130,20 +199,6 @@ fn llama3_scaled(inverse_frequency: f32, scaling: Llama3RopeScaling) -> f32 {
     } else {
         llama
     }
-}
-
-/// `x * cos + rotate_half(x) * sin` for `x` of shape `(batch, heads, seq, head_dim)`.
-pub fn apply_rotary(x: &Tensor, tables: &RopeTables) -> Result<Tensor> {
-    let rotated = rotate_half(x)?;
-    Ok((x.broadcast_mul(&tables.cos)? + rotated.broadcast_mul(&tables.sin)?)?)
-}
-
-/// `cat(-x2, x1)` over the last dimension, where `x1`, `x2` are its two halves.
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let first = x.narrow(D::Minus1, 0, half)?;
-    let second = x.narrow(D::Minus1, half, half)?;
-    Ok(Tensor::cat(&[&second.neg()?, &first], D::Minus1)?)
 }
 
 #[cfg(test)]

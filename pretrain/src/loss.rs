@@ -5,8 +5,15 @@
 //!
 //! A position has no target when it is the last token of its document (its successor begins the
 //! next document, or is cut off at the end of the row) or when it is padding.
+//!
+//! Two forms of the same loss: [`cross_entropy_sum`] over full logits (the reference, and what
+//! the hand-derived test checks), and [`cross_entropy_sum_from_hidden`] over the final hidden
+//! states and the LM head weight through the chunked op of `model::ops::linear_cross_entropy`,
+//! which never holds the `(batch, seq, vocab)` logits: what training and the held-out loss run.
 
 use candle_core::{D, DType, Tensor};
+use model::ops::Kernels;
+use model::ops::linear_cross_entropy::position_log_probs;
 
 /// `(row_length)`: 1.0 where position `t` has a target (token `t + 1` is in the same document),
 /// 0.0 elsewhere. `document_boundaries` is the row's `cu_seqlens`: the start of each document,
@@ -60,6 +67,23 @@ pub fn cross_entropy_sum(
     Ok((loss_sum, tokens as u64))
 }
 
+/// [`cross_entropy_sum`] from the final hidden states, without full logits: the same sum of
+/// −log p over the same positions and the same count, with log p computed in f32.
+///
+/// `hidden_states`: `(batch, seq, hidden)` ([`model::Llama::hidden_states`]); `lm_head_weight`:
+/// `(vocab, hidden)` ([`model::Llama::lm_head_weight`]); `targets` and `mask` as for
+/// [`cross_entropy_sum`] (the mask 0/1). Only the trained positions reach the LM head.
+pub fn cross_entropy_sum_from_hidden(
+    hidden_states: &Tensor,
+    lm_head_weight: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    kernels: Kernels,
+) -> model::Result<(Tensor, u64)> {
+    let selected = position_log_probs(hidden_states, lm_head_weight, targets, mask, kernels)?;
+    Ok((selected.sum()?.neg()?, selected.count as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var};
@@ -106,6 +130,69 @@ mod tests {
         let expected = [0.5, -0.5, -0.25, 0.25, 0.0, 0.0];
         for (got, want) in gradient.iter().zip(expected) {
             assert!((got - want).abs() < 1e-6, "{gradient:?}");
+        }
+    }
+
+    /// The hidden-state form equals the logits form on the same inputs: value, token count and
+    /// the gradients of the hidden states and the head, with both kernels.
+    #[test]
+    fn the_hidden_state_form_equals_the_logits_form() {
+        let device = Device::Cpu;
+        let (batch, sequence, hidden, vocabulary) = (2, 6, 8, 17);
+        let values = |count: usize, salt: f32| -> Vec<f32> {
+            (0..count)
+                .map(|i| (i as f32 * 0.977 + salt).sin())
+                .collect()
+        };
+        let hidden_states = Var::from_vec(
+            values(batch * sequence * hidden, 0.2),
+            (batch, sequence, hidden),
+            &device,
+        )
+        .unwrap();
+        let weight = Var::from_vec(
+            values(vocabulary * hidden, 1.1),
+            (vocabulary, hidden),
+            &device,
+        )
+        .unwrap();
+        let mut targets = Vec::new();
+        let mut mask = Vec::new();
+        for (row, boundaries) in [[0u32, 4, 6], [0, 2, 5]].iter().enumerate() {
+            let ids: Vec<u32> = (0..sequence)
+                .map(|i| ((row * sequence + i) * 3 % vocabulary) as u32)
+                .collect();
+            targets.extend(next_token_targets(&ids));
+            mask.extend(next_token_mask(boundaries, sequence));
+        }
+        let targets = Tensor::from_vec(targets, (batch, sequence), &device).unwrap();
+        let mask = Tensor::from_vec(mask, (batch, sequence), &device).unwrap();
+        let logits = hidden_states
+            .broadcast_matmul(&weight.t().unwrap())
+            .unwrap();
+        let (expected, expected_tokens) = cross_entropy_sum(&logits, &targets, &mask).unwrap();
+        let expected_gradients = expected.backward().unwrap();
+        for kernels in [Kernels::Fused, Kernels::Reference] {
+            let (loss, tokens) =
+                cross_entropy_sum_from_hidden(&hidden_states, &weight, &targets, &mask, kernels)
+                    .unwrap();
+            assert_eq!(tokens, expected_tokens);
+            let difference =
+                (loss.to_scalar::<f32>().unwrap() - expected.to_scalar::<f32>().unwrap()).abs();
+            assert!(difference < 1e-5, "{kernels:?}: {difference}");
+            let gradients = loss.backward().unwrap();
+            for var in [&hidden_states, &weight] {
+                let difference = (gradients.get(var).unwrap()
+                    - expected_gradients.get(var).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+                assert!(difference < 1e-5, "{kernels:?}: gradient {difference}");
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use training::{
 use crate::config::{ModelSource, PretrainConfig};
 use crate::data::{Corpus, DataPosition, Split, WindowOrder};
 use crate::error::{PretrainError, Result};
-use crate::loss::cross_entropy_sum;
+use crate::loss::cross_entropy_sum_from_hidden;
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,7 +89,7 @@ pub fn run_until(
 
     // The model (new, or a checkpoint to continue from; f32), its optimizer and the schedule.
     let (mut llama, var_map) = build_model(config, &tokenizer, &device)?;
-    llama.set_compute_dtype(training.compute_dtype.cast());
+    llama.set_compute_dtype(training.compute_dtype.cast())?;
     let (mut optimizer, schedule) = optimizer_and_schedule(training, &var_map)?;
 
     // Resume: weights, optimizer, step, data position, RNG; the metrics log is cut to the step.
@@ -239,9 +239,15 @@ fn update(
         let batch = corpus
             .batch(Split::Training, &order.take(training.batch_size))?
             .tensors(device)?;
-        let logits = llama.forward(&batch.input_ids, &batch.positions)?.logits; // (b, s, V)
-        let (loss_sum, tokens) = cross_entropy_sum(&logits, &batch.targets, &batch.target_mask)
-            .map_err(PretrainError::tensor("training loss"))?;
+        // (b, s, hidden): the LM head runs in chunks inside the loss, no (b, s, V) logits.
+        let hidden_states = llama.hidden_states(&batch.input_ids, &batch.positions)?;
+        let (loss_sum, tokens) = cross_entropy_sum_from_hidden(
+            &hidden_states,
+            llama.lm_head_weight()?,
+            &batch.targets,
+            &batch.target_mask,
+            llama.kernels(),
+        )?;
         accumulator.add(&loss_sum, tokens)?;
     }
     let vars = optimizer.vars();
@@ -404,9 +410,17 @@ fn held_out_loss(
     let (mut loss_sum, mut tokens) = (0.0f64, 0u64);
     for chunk in windows.chunks(batch_size) {
         let batch = corpus.batch(Split::HeldOut, chunk)?.tensors(device)?;
-        let logits = llama.forward(&batch.input_ids, &batch.positions)?.logits; // (b, s, V)
-        let (sum, count) = cross_entropy_sum(&logits.detach(), &batch.targets, &batch.target_mask)
-            .map_err(PretrainError::tensor("held-out loss"))?;
+        // Detached: nothing of the graph is kept for a backward that never comes.
+        let hidden_states = llama
+            .hidden_states(&batch.input_ids, &batch.positions)?
+            .detach(); // (b, s, hidden)
+        let (sum, count) = cross_entropy_sum_from_hidden(
+            &hidden_states,
+            &llama.lm_head_weight()?.detach(),
+            &batch.targets,
+            &batch.target_mask,
+            llama.kernels(),
+        )?;
         loss_sum += f64::from(
             sum.to_scalar::<f32>()
                 .map_err(PretrainError::tensor("reading the held-out loss"))?,

@@ -149,8 +149,8 @@ impl RewardModel {
 
     /// Runs the trunk in `dtype` over f32 master weights (`Llama::set_compute_dtype`); the head
     /// always reads f32 hidden states.
-    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) {
-        self.trunk.set_compute_dtype(dtype);
+    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) -> Result<(), RewardError> {
+        Ok(self.trunk.set_compute_dtype(dtype)?)
     }
 
     /// Rewards `(batch,)` f32, differentiable, of right-padded `input_ids` `(batch, sequence)` u32

@@ -83,7 +83,7 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
     // Every weight trains, the score head included; the causal LM's lm_head is gone.
     let (mut model, var_map) =
         RewardModel::trainable(&config.model, pad_id, training.seed, &device)?;
-    model.set_compute_dtype(training.compute_dtype.cast());
+    model.set_compute_dtype(training.compute_dtype.cast())?;
     let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
     let checkpoints = config.output_dir.join("checkpoints");
     let metrics_path = config.output_dir.join("metrics.jsonl");

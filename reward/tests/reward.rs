@@ -461,7 +461,7 @@ fn bf16_compute_stays_close() {
     let mut model = RewardModel::load(&fixture(), &Device::Cpu).unwrap();
     let chosen = ids(&expected["chosen"]);
     let reference = model.score_ids(&chosen).unwrap();
-    model.set_compute_dtype(Some(DType::BF16));
+    model.set_compute_dtype(Some(DType::BF16)).unwrap();
     let bf16 = model.score_ids(&chosen).unwrap();
     for (a, b) in reference.iter().zip(&bf16) {
         assert!((a - b).abs() < 0.1, "{reference:?} vs {bf16:?}");

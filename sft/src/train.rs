@@ -21,7 +21,7 @@ use training::{
 use crate::config::SftConfig;
 use crate::data::{self, DataPosition, SftData};
 use crate::error::SftError;
-use crate::loss::masked_next_token_loss;
+use crate::loss::masked_next_token_loss_from_hidden;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +83,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         }
     };
     drop(checkpoint);
-    model.set_compute_dtype(training.compute_dtype.cast());
+    model.set_compute_dtype(training.compute_dtype.cast())?;
     let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
     let checkpoints = config.output_dir.join("checkpoints");
     let metrics_path = config.output_dir.join("metrics.jsonl");
@@ -142,9 +142,15 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
                 &device,
             )?;
             position.batch += 1;
-            let logits = model.forward(&batch.input_ids, &batch.positions)?.logits;
-            let (loss_sum, tokens) =
-                masked_next_token_loss(&logits, &batch.input_ids, &batch.mask)?;
+            // The LM head runs on the trained positions only, in chunks: no (tokens, vocab) logits.
+            let hidden_states = model.hidden_states(&batch.input_ids, &batch.positions)?;
+            let (loss_sum, tokens) = masked_next_token_loss_from_hidden(
+                &hidden_states,
+                model.lm_head_weight()?,
+                &batch.input_ids,
+                &batch.mask,
+                model.kernels(),
+            )?;
             if tokens > 0 {
                 accumulator.add(&loss_sum, tokens)?;
             }
@@ -266,11 +272,17 @@ fn evaluate(
             pad_id,
             device,
         )?;
-        let logits = model
-            .forward(&batch.input_ids, &batch.positions)?
-            .logits
+        // Detached: nothing of the graph is kept for a backward that never comes.
+        let hidden_states = model
+            .hidden_states(&batch.input_ids, &batch.positions)?
             .detach();
-        let (loss_sum, count) = masked_next_token_loss(&logits, &batch.input_ids, &batch.mask)?;
+        let (loss_sum, count) = masked_next_token_loss_from_hidden(
+            &hidden_states,
+            &model.lm_head_weight()?.detach(),
+            &batch.input_ids,
+            &batch.mask,
+            model.kernels(),
+        )?;
         loss += f64::from(loss_sum.to_scalar::<f32>()?);
         tokens += count;
     }

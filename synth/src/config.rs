@@ -17,6 +17,13 @@ use crate::error::SynthError;
 pub struct RejectionConfig {
     /// The policy: an HF checkpoint directory with its `tokenizer.json`.
     pub policy: PathBuf,
+    /// Where the policy and the reward model run: `auto` (a CUDA GPU when herd has one, else the
+    /// CPU), `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: training::DeviceChoice,
+    /// The dtype the policy and reward model keep their weights and compute in: `f32` or `bf16`.
+    #[serde(default)]
+    pub compute_dtype: training::ComputeDtype,
     /// A reward-model directory (`reward::RewardModel::load`); needed by every `selection` but
     /// `verifier`.
     #[serde(default)]
@@ -154,12 +161,23 @@ fn default_round() -> i64 {
 }
 
 impl RejectionConfig {
+    /// Where the policy and reward model run ([`training::Placement`]).
+    #[must_use]
+    pub fn placement(&self) -> training::Placement {
+        training::Placement {
+            device: self.device,
+            dtype: self.compute_dtype,
+        }
+    }
+
     /// A small run for tests and smoke runs: 4 samples of at most 32 tokens per prompt, the
     /// reference-answer verifier ranking them (no reward model needed).
     #[must_use]
     pub fn tiny(policy: PathBuf, prompts: PathBuf, output_dir: PathBuf) -> Self {
         Self {
             policy,
+            device: training::DeviceChoice::default(),
+            compute_dtype: training::ComputeDtype::default(),
             reward_model: None,
             prompts,
             output_dir,

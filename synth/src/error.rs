@@ -23,6 +23,9 @@ pub enum SynthError {
     /// The reward model failed to load or score.
     #[error(transparent)]
     Reward(#[from] reward::RewardError),
+    /// The device could not be opened.
+    #[error(transparent)]
+    Training(#[from] training::TrainingError),
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] datasets::tokenizer::TokenizerError),

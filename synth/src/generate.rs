@@ -49,9 +49,18 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Loads an HF checkpoint directory, and its `tokenizer.json` if present.
+    /// Loads an HF checkpoint directory on the CPU in f32, and its `tokenizer.json` if present.
     pub fn load(directory: &Path) -> Result<Policy, SynthError> {
-        let model = Checkpoint::load(directory, DType::F32, &Device::Cpu)?.model()?;
+        Self::load_on(directory, &Device::Cpu, DType::F32)
+    }
+
+    /// Loads an HF checkpoint directory on `device` with its weights in `dtype` (frozen, so they
+    /// stay in `dtype` at rest; logits come back in f32), and its `tokenizer.json` if present.
+    pub fn load_on(directory: &Path, device: &Device, dtype: DType) -> Result<Policy, SynthError> {
+        let mut model = Checkpoint::load(directory, dtype, device)?.model()?;
+        if dtype != DType::F32 {
+            model.set_compute_dtype(Some(dtype))?;
+        }
         let tokenizer_path = directory.join("tokenizer.json");
         let tokenizer = if tokenizer_path.is_file() {
             Some(Llama3Tokenizer::from_file(&tokenizer_path)?)

@@ -127,7 +127,8 @@ pub fn run_with_verifier(
             ),
         });
     }
-    let policy = Policy::load(&config.policy)?;
+    let (device, dtype) = config.placement().open("synth config `device`")?;
+    let policy = Policy::load_on(&config.policy, &device, dtype)?;
     let tokenizer = policy
         .tokenizer
         .as_ref()
@@ -340,7 +341,10 @@ impl Rewards {
         let Some(directory) = &config.reward_model else {
             return Ok(None);
         };
-        let model = reward::RewardModel::load(directory, &policy.model.device())?;
+        let mut model = reward::RewardModel::load(directory, &policy.model.device())?;
+        if let Some(dtype) = config.compute_dtype.cast() {
+            model.set_compute_dtype(Some(dtype))?;
+        }
         // The reward model reads the policy tokenizer's ids: a different vocabulary means a
         // different tokenizer, and its scores would be noise.
         let (reward_vocabulary, policy_vocabulary) =

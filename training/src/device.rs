@@ -59,3 +59,33 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
         }),
     }
 }
+
+/// Where a model runs and in which dtype, for every command that runs one without training it
+/// (`generate`, `chat`, `synth`, `reward eval|score`, evaluation): the `--device`/`--dtype` flags,
+/// or `device`/`compute_dtype` in a config. With bf16 the frozen weights are loaded in bf16 and
+/// live in it at rest (half the memory of f32); logits still come back in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// The device.
+    pub device: DeviceChoice,
+    /// The dtype weights are kept and computed in.
+    pub dtype: ComputeDtype,
+}
+
+impl Placement {
+    /// Opens the device; `setting` names the flag or config field the choice came from, so that
+    /// asking for CUDA on a CPU-only build (or without a GPU) says which setting to change.
+    pub fn open(&self, setting: &str) -> Result<(Device, DType)> {
+        let device = match self.device {
+            DeviceChoice::Cuda => Device::new_cuda(0).map_err(|source| TrainingError::Tensor {
+                context: format!(
+                    "{setting} = cuda: needs an NVIDIA GPU and herd built with --features cuda"
+                ),
+                source,
+            })?,
+            choice => select_device(choice)?,
+        };
+        let dtype = self.dtype.cast().unwrap_or(DType::F32);
+        Ok((device, dtype))
+    }
+}

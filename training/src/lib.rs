@@ -40,7 +40,7 @@ pub use accumulation::{AccumulatedGradients, GradientAccumulator};
 pub use average::{average_checkpoints, average_into_directory};
 pub use clipping::{clip_gradient_norm, global_norm};
 pub use config::{ConfigError, load_config, parse_config};
-pub use device::{ComputeDtype, DeviceChoice, select_device};
+pub use device::{ComputeDtype, DeviceChoice, Placement, select_device};
 pub use error::{Result, TrainingError};
 pub use export::{ExportSummary, export};
 pub use metrics::{MetricsLog, Progress, StepMetrics, read_metrics};

@@ -12,7 +12,8 @@ fn bf16_compute_is_close_and_trains_the_f32_master_weights() {
     let (model, varmap) = Llama::from_scratch(&config, 51, &Device::Cpu).expect("model");
     model::init::initialize(&varmap, 51, 0.1).expect("init");
     let mut bf16 = model.clone();
-    bf16.set_compute_dtype(Some(DType::BF16));
+    bf16.set_compute_dtype(Some(DType::BF16))
+        .expect("compute dtype");
     let ids = Tensor::from_vec(token_ids(16, 64, 13), (2, 8), &Device::Cpu).expect("ids");
     let positions = Positions::causal(2, 8);
 

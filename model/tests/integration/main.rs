@@ -12,6 +12,9 @@ mod generation;
 mod gradients;
 mod lora;
 mod masking;
+mod ops_attention;
+mod ops_linear_cross_entropy;
+mod ops_norm_rope_swiglu;
 mod parity;
 
 use std::path::PathBuf;

@@ -1,13 +1,15 @@
 //! herd's `AdamW` against `torch.optim.AdamW` (foreach=False), replaying the gradients recorded by
 //! `dev/adamw_fixture.py`: two parameter groups, a changing learning rate, and a step where one
 //! parameter has no gradient. On CPU the results are bitwise identical: herd follows torch's
-//! order of operations, including a true division where a reciprocal would be 1 ulp off.
+//! order of operations, including a true division where a reciprocal would be 1 ulp off. Each
+//! update kernel (fused, reference, and `step`'s choice) is replayed on its own.
 
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use serde::Deserialize;
+use training::optimizer::UpdateKernel;
 use training::{AdamW, AdamWConfig};
 
 #[derive(Deserialize)]
@@ -31,6 +33,21 @@ struct Step {
 
 #[test]
 fn matches_pytorch_adamw_step_by_step() {
+    replay(None);
+}
+
+#[test]
+fn fused_kernel_matches_pytorch_adamw_step_by_step() {
+    replay(Some(UpdateKernel::Fused));
+}
+
+#[test]
+fn reference_kernel_matches_pytorch_adamw_step_by_step() {
+    replay(Some(UpdateKernel::Reference));
+}
+
+/// Replays the fixture through `AdamW::step` (`None`) or `step_with(kernel)`.
+fn replay(kernel: Option<UpdateKernel>) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/adamw_pytorch.json"
@@ -69,7 +86,11 @@ fn matches_pytorch_adamw_step_by_step() {
                 gradients.insert(vars[name].as_tensor(), gradient);
             }
         }
-        optimizer.step(&gradients, step.learning_rate).unwrap();
+        match kernel {
+            None => optimizer.step(&gradients, step.learning_rate),
+            Some(kernel) => optimizer.step_with(&gradients, step.learning_rate, kernel),
+        }
+        .unwrap();
         for (name, expected) in &step.parameters_after {
             let actual = vars[name]
                 .as_tensor()
@@ -80,7 +101,7 @@ fn matches_pytorch_adamw_step_by_step() {
             for (position, (got, want)) in actual.iter().zip(expected).enumerate() {
                 assert!(
                     got.to_bits() == want.to_bits(),
-                    "step {index} {name}[{position}]: {got} vs PyTorch {want}"
+                    "{kernel:?} step {index} {name}[{position}]: {got} vs PyTorch {want}"
                 );
             }
         }
