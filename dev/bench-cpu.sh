@@ -12,11 +12,13 @@
 #
 # Usage: bash dev/bench-cpu.sh [ROUNDS] [THREADS]      (defaults 3 and 2; or ROUNDS=… THREADS=…)
 #   STEPS=8 WARMUP=2     steps per training run of (a) (median over the measured steps)
-#   BIG_STEPS=4 BIG_WARMUP=1   the same for (b), whose steps are ~15× the work of (a)'s
-#   BIG_VOCAB_BATCH=1    (b)'s batch (see below)
+#   BIG_STEPS=4 BIG_WARMUP=1   the same for (b), whose steps are ~23× the work of (a)'s
+#   BIG_VOCAB_BATCH=4    (b)'s batch (memory: see below)
 #   GEN_RUNS=1           generation runs per invocation (after one warm-up)
 #   GEN_NEW=128          new tokens per row (a smaller value only to smoke-test the script)
 #   ONLY="a b c"         the benchmarks to run
+#   HERD_TRAIN_FLAGS=…   more flags for herd's training bench, e.g. "--kernels reference" or
+#                        "--loss logits" (full logits, as PyTorch; with BIG_VOCAB_BATCH=1, below)
 #   OUT=DIR              where the JSON lines go (default .cache/bench-cpu/<date>)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,13 +32,14 @@ big_warmup=${BIG_WARMUP:-1}
 gen_runs=${GEN_RUNS:-1}
 gen_new=${GEN_NEW:-128}
 only=${ONLY:-a b c}
-# (b) runs at batch 1 by default: herd's step at vocabulary 128,256, sequence 2,048, batch 1 peaks at
-# 10.8 GB RSS (PyTorch eager: 4.5 GB; measured 2026-12-03, `--kernels fused`, logits-based loss),
-# nearly all of it per token — the full f32 logits (2048 × 128256 × 4 B = 1.05 GB per row) and
-# several tensors of that size in the loss and its backward — so batch 4 would need ~40 GB for herd
-# (PyTorch ~15 GB, extrapolated), more than this 24 GiB machine. Both sides run the same batch;
-# BIG_VOCAB_BATCH=4 on a bigger machine (or once herd's loss is the chunked linear cross entropy).
-big_batch=${BIG_VOCAB_BATCH:-1}
+herd_train_flags=${HERD_TRAIN_FLAGS:-}
+# (b)'s memory, peak RSS measured 2026-12-03 (vocabulary 128,256, sequence 2,048, one step):
+#   PyTorch eager (full f32 logits, 1.05 GB per row, and tensors of that size in the loss and its
+#   backward): 4.4 GiB at batch 1, 7.8 GiB at batch 2, so ~14.5 GiB at batch 4 (linear), which fits
+#   24 GiB when nothing else big runs.
+#   herd with the loop's chunked loss: 1.7 GiB at batch 1 and 2. With `--loss logits` herd needs
+#   10.6 GiB at batch 1, ~40 GiB at batch 4: BIG_VOCAB_BATCH=1 to compare that form.
+big_batch=${BIG_VOCAB_BATCH:-4}
 out=${OUT:-.cache/bench-cpu/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 
@@ -89,11 +92,11 @@ for bench in $only; do
     case $bench in
     a)
         flags="--vocab 768 --seq 512 --batch 4 --steps $steps --warmup $warmup --threads $threads"
-        interleave train-vocab768-seq512 "$train_bin $flags" "$python dev/bench_train_cpu_torch.py $flags"
+        interleave train-vocab768-seq512-batch4 "$train_bin $flags $herd_train_flags" "$python dev/bench_train_cpu_torch.py $flags"
         ;;
     b)
         flags="--vocab 128256 --seq 2048 --batch $big_batch --steps $big_steps --warmup $big_warmup --threads $threads"
-        interleave train-vocab128256-seq2048 "$train_bin $flags" "$python dev/bench_train_cpu_torch.py $flags"
+        interleave "train-vocab128256-seq2048-batch$big_batch" "$train_bin $flags $herd_train_flags" "$python dev/bench_train_cpu_torch.py $flags"
         ;;
     c)
         for dtype in f32 bf16; do
