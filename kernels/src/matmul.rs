@@ -9,14 +9,72 @@ use std::fmt;
 
 use gemm::Parallelism;
 
-/// A read-only strided matrix view of an f32 slice.
+/// The geometry of a strided view: element `(r, c)` at `r * row_stride + c * column_stride`.
 #[derive(Debug, Clone, Copy)]
-pub struct Matrix<'a> {
-    data: &'a [f32],
+struct Layout {
     rows: usize,
     columns: usize,
     row_stride: usize,
     column_stride: usize,
+}
+
+impl Layout {
+    fn row_major(rows: usize, columns: usize, row_stride: usize) -> Self {
+        Self {
+            rows,
+            columns,
+            row_stride,
+            column_stride: 1,
+        }
+    }
+
+    fn transpose(self) -> Self {
+        Self {
+            rows: self.columns,
+            columns: self.rows,
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+        }
+    }
+
+    /// An error unless every element lies inside a slice of `length`.
+    fn check_inside(&self, name: &str, length: usize) -> Result<(), ShapeError> {
+        if self.rows == 0 || self.columns == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1) * self.row_stride + (self.columns - 1) * self.column_stride;
+        if last >= length {
+            return Err(ShapeError(format!(
+                "{name}: a {}×{} view with strides ({}, {}) reaches element {last} of a slice of \
+                 {length}",
+                self.rows, self.columns, self.row_stride, self.column_stride
+            )));
+        }
+        Ok(())
+    }
+
+    /// An error unless no two elements share an offset (a writable view).
+    fn check_disjoint(&self, name: &str) -> Result<(), ShapeError> {
+        let (inner, outer) = if self.column_stride <= self.row_stride {
+            ((self.columns, self.column_stride), self.row_stride)
+        } else {
+            ((self.rows, self.row_stride), self.column_stride)
+        };
+        if self.rows > 1 && self.columns > 1 && (inner.1 == 0 || outer < inner.0 * inner.1) {
+            return Err(ShapeError(format!(
+                "{name}: a {}×{} view with strides ({}, {}) writes some elements twice",
+                self.rows, self.columns, self.row_stride, self.column_stride
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A read-only strided matrix view of an f32 slice.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    data: &'a [f32],
+    layout: Layout,
 }
 
 /// A writable strided matrix view of an f32 slice. Its elements must not overlap each other
@@ -24,10 +82,7 @@ pub struct Matrix<'a> {
 #[derive(Debug)]
 pub struct MatrixMut<'a> {
     data: &'a mut [f32],
-    rows: usize,
-    columns: usize,
-    row_stride: usize,
-    column_stride: usize,
+    layout: Layout,
 }
 
 /// Shapes that do not multiply, or a view that leaves its slice.
@@ -42,26 +97,13 @@ impl fmt::Display for ShapeError {
 
 impl std::error::Error for ShapeError {}
 
-/// The largest element offset of a `rows × columns` view with these strides, or `None` when empty.
-fn last_offset(
-    rows: usize,
-    columns: usize,
-    row_stride: usize,
-    column_stride: usize,
-) -> Option<usize> {
-    (rows > 0 && columns > 0).then(|| (rows - 1) * row_stride + (columns - 1) * column_stride)
-}
-
 impl<'a> Matrix<'a> {
     /// A row-major `rows × columns` view starting at `data[0]` with rows `row_stride` apart.
     #[must_use]
     pub fn new(data: &'a [f32], rows: usize, columns: usize, row_stride: usize) -> Self {
         Self {
             data,
-            rows,
-            columns,
-            row_stride,
-            column_stride: 1,
+            layout: Layout::row_major(rows, columns, row_stride),
         }
     }
 
@@ -70,24 +112,7 @@ impl<'a> Matrix<'a> {
     pub fn transpose(self) -> Self {
         Self {
             data: self.data,
-            rows: self.columns,
-            columns: self.rows,
-            row_stride: self.column_stride,
-            column_stride: self.row_stride,
-        }
-    }
-
-    fn check(&self, name: &str) -> Result<(), ShapeError> {
-        match last_offset(self.rows, self.columns, self.row_stride, self.column_stride) {
-            Some(last) if last >= self.data.len() => Err(ShapeError(format!(
-                "{name}: a {}×{} view with strides ({}, {}) reaches element {last} of a slice of {}",
-                self.rows,
-                self.columns,
-                self.row_stride,
-                self.column_stride,
-                self.data.len()
-            ))),
-            _ => Ok(()),
+            layout: self.layout.transpose(),
         }
     }
 }
@@ -98,10 +123,7 @@ impl<'a> MatrixMut<'a> {
     pub fn new(data: &'a mut [f32], rows: usize, columns: usize, row_stride: usize) -> Self {
         Self {
             data,
-            rows,
-            columns,
-            row_stride,
-            column_stride: 1,
+            layout: Layout::row_major(rows, columns, row_stride),
         }
     }
 
@@ -110,35 +132,7 @@ impl<'a> MatrixMut<'a> {
     pub fn transpose(self) -> Self {
         Self {
             data: self.data,
-            rows: self.columns,
-            columns: self.rows,
-            row_stride: self.column_stride,
-            column_stride: self.row_stride,
-        }
-    }
-
-    fn check(&self) -> Result<(), ShapeError> {
-        let (inner, outer) = if self.column_stride <= self.row_stride {
-            ((self.columns, self.column_stride), self.row_stride)
-        } else {
-            ((self.rows, self.row_stride), self.column_stride)
-        };
-        if self.rows > 1 && self.columns > 1 && (inner.1 == 0 || outer < inner.0 * inner.1) {
-            return Err(ShapeError(format!(
-                "dst: a {}×{} view with strides ({}, {}) writes some elements twice",
-                self.rows, self.columns, self.row_stride, self.column_stride
-            )));
-        }
-        match last_offset(self.rows, self.columns, self.row_stride, self.column_stride) {
-            Some(last) if last >= self.data.len() => Err(ShapeError(format!(
-                "dst: a {}×{} view with strides ({}, {}) reaches element {last} of a slice of {}",
-                self.rows,
-                self.columns,
-                self.row_stride,
-                self.column_stride,
-                self.data.len()
-            ))),
-            _ => Ok(()),
+            layout: self.layout.transpose(),
         }
     }
 }
@@ -159,16 +153,23 @@ pub fn matmul(
     scale: f32,
     threads: usize,
 ) -> Result<(), ShapeError> {
-    let (m, k, n) = (lhs.rows, lhs.columns, rhs.columns);
-    if rhs.rows != k || dst.rows != m || dst.columns != n {
+    let (lhs_layout, rhs_layout, dst_layout) = (lhs.layout, rhs.layout, dst.layout);
+    let (m, k, n) = (lhs_layout.rows, lhs_layout.columns, rhs_layout.columns);
+    if rhs_layout.rows != k || dst_layout.rows != m || dst_layout.columns != n {
         return Err(ShapeError(format!(
             "({}×{}) · ({}×{}) into ({}×{})",
-            lhs.rows, lhs.columns, rhs.rows, rhs.columns, dst.rows, dst.columns
+            lhs_layout.rows,
+            lhs_layout.columns,
+            rhs_layout.rows,
+            rhs_layout.columns,
+            dst_layout.rows,
+            dst_layout.columns
         )));
     }
-    lhs.check("lhs")?;
-    rhs.check("rhs")?;
-    dst.check()?;
+    lhs_layout.check_inside("lhs", lhs.data.len())?;
+    rhs_layout.check_inside("rhs", rhs.data.len())?;
+    dst_layout.check_disjoint("dst")?;
+    dst_layout.check_inside("dst", dst.data.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -176,7 +177,7 @@ pub fn matmul(
         if !accumulate {
             for r in 0..m {
                 for c in 0..n {
-                    dst.data[r * dst.row_stride + c * dst.column_stride] = 0.0;
+                    dst.data[r * dst_layout.row_stride + c * dst_layout.column_stride] = 0.0;
                 }
             }
         }
@@ -189,9 +190,9 @@ pub fn matmul(
     };
     let stride = |s: usize| s as isize;
     // SAFETY: every element `gemm` touches is `(r, c)` of one of the three views with r < rows and
-    // c < columns, at offset r·row_stride + c·column_stride, and `check` proved the largest such
+    // c < columns, at offset r·row_stride + c·column_stride, and `check_inside` proved the largest such
     // offset lies inside each slice. `dst` is a unique borrow whose elements do not overlap each
-    // other (checked), and it cannot alias `lhs`/`rhs` (shared borrows). Strides fit in isize
+    // other (`check_disjoint`), and it cannot alias `lhs`/`rhs` (shared borrows). Strides fit in isize
     // because the offsets they produce are below the slices' lengths.
     unsafe {
         gemm::gemm(
@@ -199,15 +200,15 @@ pub fn matmul(
             n,
             k,
             dst.data.as_mut_ptr(),
-            stride(dst.column_stride),
-            stride(dst.row_stride),
+            stride(dst_layout.column_stride),
+            stride(dst_layout.row_stride),
             accumulate,
             lhs.data.as_ptr(),
-            stride(lhs.column_stride),
-            stride(lhs.row_stride),
+            stride(lhs_layout.column_stride),
+            stride(lhs_layout.row_stride),
             rhs.data.as_ptr(),
-            stride(rhs.column_stride),
-            stride(rhs.row_stride),
+            stride(rhs_layout.column_stride),
+            stride(rhs_layout.row_stride),
             1.0,
             scale,
             false,

@@ -28,11 +28,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Largest absolute elementwise difference of two same-shaped tensors.
-fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .expect("subtract")
+/// Largest absolute value of a tensor, as f32.
+fn max_abs(tensor: &Tensor) -> f32 {
+    tensor
+        .to_dtype(candle_core::DType::F32)
+        .expect("f32")
         .abs()
         .expect("abs")
         .flatten_all()
@@ -41,6 +41,12 @@ fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
         .expect("max")
         .to_scalar::<f32>()
         .expect("scalar")
+}
+
+/// Largest absolute elementwise difference of two same-shaped tensors.
+fn max_abs_difference(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    max_abs(&(a - b).expect("subtract"))
 }
 
 /// Deterministic pseudo-random token ids in `0..vocab`.

@@ -10,7 +10,7 @@ use model::ops::linear_cross_entropy::{
     reference, token_log_probs,
 };
 
-use crate::{max_abs_difference, token_ids};
+use crate::{max_abs, max_abs_difference, token_ids};
 
 /// Deterministic values in `[-scale, scale)`.
 fn values(count: usize, salt: u32, scale: f32) -> Vec<f32> {
@@ -26,17 +26,7 @@ fn var(shape: (usize, usize), salt: u32, scale: f32) -> Var {
 
 /// `max |a − b| / max(1, max |b|)`: an absolute tolerance near 0, a relative one for large values.
 fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("flatten")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
-        .max(1.0);
-    max_abs_difference(a, b) / scale
+    max_abs_difference(a, b) / max_abs(b).max(1.0)
 }
 
 /// `Σ g · log p` for a fixed pseudo-random upstream gradient `g` (some entries 0 when `zeros`),

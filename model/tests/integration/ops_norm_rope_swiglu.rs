@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use model::ops::{Kernels, rms_norm, rope, swiglu};
 
-use crate::max_abs_difference;
+use crate::{max_abs, max_abs_difference};
 
 /// Deterministic values uniform in `[-scale, scale)` (a 64-bit LCG; the top 24 bits).
 fn uniform(dims: &[usize], scale: f32, seed: u64) -> Tensor {
@@ -21,20 +21,6 @@ fn uniform(dims: &[usize], scale: f32, seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(values, dims, &Device::Cpu).expect("tensor")
-}
-
-/// Largest absolute value of a tensor, as f32.
-fn max_abs(t: &Tensor) -> f32 {
-    t.to_dtype(DType::F32)
-        .expect("f32")
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("flatten")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
 }
 
 /// `actual` within `tolerance` of `expected`, relative to `expected`'s largest magnitude when
