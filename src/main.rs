@@ -65,6 +65,9 @@ enum Command {
         /// The short demo the end-to-end test runs (every stage, tiny sizes, about a minute).
         #[arg(long)]
         short: bool,
+        /// Where every stage runs and the dtype it computes in.
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Reward models: train on preference pairs, evaluate, score dialogues.
     #[command(subcommand)]
@@ -380,12 +383,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", std::fs::read_to_string(&summary.report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { out, short } => {
-            let settings = if short {
+        Command::Demo {
+            out,
+            short,
+            placement,
+        } => {
+            let mut settings = if short {
                 recipe::DemoSettings::short(out)
             } else {
                 recipe::DemoSettings::full(out)
             };
+            settings.placement = placement.placement();
             let summary = recipe::demo::run(&settings)?;
             println!(
                 "\nHeld-out accuracy after each stage ({:.0} s in all):\n\n{}",

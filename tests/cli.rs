@@ -413,3 +413,73 @@ fn a_missing_file_is_named() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("cannot open no/such/file.jsonl"));
 }
+
+/// On a build without the `cuda` feature, every way of asking for the GPU — a command's
+/// `--device cuda`, a round config's `device = "cuda"` — is an error that names the setting to
+/// change, raised before any stage starts or any output is written.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_cuda_on_a_cpu_build_names_the_setting() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing_model = directory.path().join("no-model");
+    let missing_model = missing_model.to_str().unwrap();
+    let prompts = write_file(
+        directory.path(),
+        "prompts.jsonl",
+        b"{\"text\": \"1 + 1 =\"}\n",
+    );
+    let out = directory.path().join("out.jsonl");
+    let demo_out = directory.path().join("demo");
+    let round_out = format!("output_dir={:?}", directory.path().join("round"));
+    let commands: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "generate",
+                "--model",
+                missing_model,
+                "--input",
+                &prompts,
+                "--output",
+                out.to_str().unwrap(),
+                "--device",
+                "cuda",
+            ],
+            "--device = cuda",
+        ),
+        (
+            vec![
+                "demo",
+                "--short",
+                "--out",
+                demo_out.to_str().unwrap(),
+                "--device",
+                "cuda",
+            ],
+            "--device = cuda",
+        ),
+        (
+            vec![
+                "round",
+                "--config",
+                "configs/round-tiny.toml",
+                "--set",
+                "device=\"cuda\"",
+                "--set",
+                &round_out,
+            ],
+            "device = cuda",
+        ),
+    ];
+    for (arguments, named) in commands {
+        let output = herd(&arguments);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "herd {arguments:?} succeeded");
+        assert!(
+            stderr.contains(named) && stderr.contains("--features cuda"),
+            "herd {arguments:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(!out.exists() && !demo_out.exists());
+    assert!(!directory.path().join("round").exists());
+}

@@ -66,6 +66,8 @@ pub struct DemoSettings {
     pub sft_steps: u64,
     /// The round's settings.
     pub round: RoundScale,
+    /// Where every stage runs and the dtype it computes in (`herd demo --device --dtype`).
+    pub placement: training::Placement,
 }
 
 /// The round's sizes, as the demo sets them.
@@ -106,6 +108,7 @@ impl DemoSettings {
                 sft_steps: 300,
                 dpo_steps: 150,
             },
+            placement: training::Placement::default(),
         }
     }
 
@@ -133,6 +136,7 @@ impl DemoSettings {
                 sft_steps: 5,
                 dpo_steps: 5,
             },
+            placement: training::Placement::default(),
         }
     }
 }
@@ -171,6 +175,11 @@ pub struct DemoSummary {
 /// Runs the demo `settings` describe.
 pub fn run(settings: &DemoSettings) -> Result<DemoSummary, RecipeError> {
     let started = Instant::now();
+    // A device that cannot be opened stops the demo before its first stage.
+    settings
+        .placement
+        .open("--device")
+        .map_err(RecipeError::stage("demo"))?;
     let out = &settings.output_dir;
     let data = out.join("data");
     let configs = out.join("configs");
@@ -198,6 +207,7 @@ pub fn run(settings: &DemoSettings) -> Result<DemoSummary, RecipeError> {
     // The base model is asked both ways: in its own format (what pretraining taught) and in the
     // chat protocol, which it has never seen (what SFT must teach).
     rows.push(evaluate_stage(
+        settings,
         "pretrained (base), text prompt `a + b =`",
         &pretrained,
         PromptStyle::Text,
@@ -205,6 +215,7 @@ pub fn run(settings: &DemoSettings) -> Result<DemoSummary, RecipeError> {
         stage_started,
     )?);
     rows.push(evaluate_stage(
+        settings,
         "pretrained (base), chat prompt",
         &pretrained,
         PromptStyle::Chat,
@@ -342,6 +353,7 @@ fn step(what: &str) {
 }
 
 fn evaluate_stage(
+    settings: &DemoSettings,
     stage: &str,
     model: &Path,
     style: PromptStyle,
@@ -349,7 +361,15 @@ fn evaluate_stage(
     started: Instant,
 ) -> Result<StageRow, RecipeError> {
     let seconds = started.elapsed().as_secs_f64();
-    let accuracy = accuracy(model, questions, style, ANSWER_TOKENS, 64)?;
+    let accuracy = accuracy(
+        model,
+        settings.placement,
+        "--device",
+        questions,
+        style,
+        ANSWER_TOKENS,
+        64,
+    )?;
     eprintln!(
         "{stage}: held-out accuracy {:.1}% ({}/{})",
         100.0 * accuracy.fraction(),
@@ -427,6 +447,8 @@ fn collect_preferences(
     config.seed = settings.seed + 1;
     config.verifier = synth::VerifierKind::ReferenceAnswer;
     config.selection = synth::Selection::Verifier;
+    config.device = settings.placement.device;
+    config.compute_dtype = settings.placement.dtype;
     "sft".clone_into(&mut config.model_name);
     write_config(&configs.join("preference_collection.toml"), &config)?;
     synth::rejection::run(&config).map_err(RecipeError::stage("preference collection"))?;
@@ -575,11 +597,15 @@ fn round_config(
         eval_every: 0,
         checkpoint_every: 100,
         final_dtype: training::FinalDtype::F32,
+        device: settings.placement.device,
+        compute_dtype: settings.placement.dtype,
         ..TrainingConfig::new(steps, batch_size, learning_rate)
     };
     RoundConfig {
         output_dir: output_dir.to_path_buf(),
         policy: policy.to_path_buf(),
+        device: settings.placement.device,
+        compute_dtype: settings.placement.dtype,
         preferences: vec![preferences.to_path_buf()],
         prompts: data.join("rejection_prompts.jsonl"),
         // The human-written conversations stay in the mix (Llama 3's SFT data is rejection-sampled
@@ -659,6 +685,8 @@ fn pretrain_config(
         eval_every: 0,
         checkpoint_every: 100,
         final_dtype: training::FinalDtype::F32,
+        device: settings.placement.device,
+        compute_dtype: settings.placement.dtype,
         ..TrainingConfig::new(settings.pretrain_steps, 16, 3e-3)
     };
     config
@@ -683,6 +711,8 @@ fn sft_config(
         eval_every: 0,
         checkpoint_every: 100,
         final_dtype: training::FinalDtype::F32,
+        device: settings.placement.device,
+        compute_dtype: settings.placement.dtype,
         ..TrainingConfig::new(settings.sft_steps, 8, 2e-3)
     };
     config

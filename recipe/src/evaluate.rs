@@ -18,6 +18,7 @@ use model::generation::StopReason;
 use serde::{Deserialize, Serialize};
 use synth::verifier::answer_matches;
 use synth::{GenerateOptions, Policy};
+use training::Placement;
 
 use crate::error::RecipeError;
 
@@ -114,15 +115,23 @@ impl Accuracy {
     }
 }
 
-/// Greedy accuracy of the checkpoint in `model_dir` (with its tokenizer.json) on `questions`.
+/// Greedy accuracy of the checkpoint in `model_dir` (with its tokenizer.json) on `questions`,
+/// the model loaded where `placement` says (`setting` names the config field or flag it came
+/// from, for the error when that device cannot be opened).
 pub fn accuracy(
     model_dir: &Path,
+    placement: Placement,
+    setting: &str,
     questions: &[Question],
     style: PromptStyle,
     max_new_tokens: usize,
     batch_size: usize,
 ) -> Result<Accuracy, RecipeError> {
-    let policy = Policy::load(model_dir).map_err(RecipeError::stage("evaluation"))?;
+    let (device, dtype) = placement
+        .open(setting)
+        .map_err(RecipeError::stage("evaluation"))?;
+    let policy =
+        Policy::load_on(model_dir, &device, dtype).map_err(RecipeError::stage("evaluation"))?;
     let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
         RecipeError::Config(format!(
             "{}: no tokenizer.json to evaluate with",

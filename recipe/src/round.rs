@@ -30,6 +30,15 @@ pub struct RoundConfig {
     pub output_dir: PathBuf,
     /// The policy the round starts from (an HF checkpoint directory with its tokenizer.json).
     pub policy: PathBuf,
+    /// Where the round's inference runs: the evaluation after each stage and rejection sampling
+    /// (`auto`: a CUDA GPU when herd is built with it and one is present, else the CPU). The
+    /// training stages take theirs from their own `training` sections.
+    #[serde(default)]
+    pub device: training::DeviceChoice,
+    /// The dtype that inference keeps the weights and computes in (`bf16` halves the memory;
+    /// logits stay f32).
+    #[serde(default)]
+    pub compute_dtype: training::ComputeDtype,
     /// Human (or other) preference files: the reward model trains on all of them.
     pub preferences: Vec<PathBuf>,
     /// Prompt files for rejection sampling (`{"messages": [...], "metadata": {...}}` lines).
@@ -57,6 +66,17 @@ pub struct RoundConfig {
     /// The exported checkpoint's dtype: "bf16" (as released Llama checkpoints) or "f32".
     #[serde(default)]
     pub export_dtype: training::FinalDtype,
+}
+
+impl RoundConfig {
+    /// Where the round's evaluation and rejection sampling run.
+    #[must_use]
+    pub fn placement(&self) -> training::Placement {
+        training::Placement {
+            device: self.device,
+            dtype: self.compute_dtype,
+        }
+    }
 }
 
 /// Held-out evaluation after each stage.
@@ -234,6 +254,11 @@ pub struct RoundSummary {
     reason = "the round's stages in order, read top to bottom"
 )]
 pub fn run(config: &RoundConfig) -> Result<RoundSummary, RecipeError> {
+    // A device that cannot be opened stops the round before its first stage, not after it.
+    config
+        .placement()
+        .open("device")
+        .map_err(RecipeError::stage("round"))?;
     let out = &config.output_dir;
     let configs = out.join("configs");
     std::fs::create_dir_all(&configs).map_err(RecipeError::io(&configs))?;
@@ -247,6 +272,8 @@ pub fn run(config: &RoundConfig) -> Result<RoundSummary, RecipeError> {
             .map(|(questions, settings)| {
                 accuracy(
                     model,
+                    config.placement(),
+                    "device",
                     questions,
                     PromptStyle::Chat,
                     settings.max_new_tokens,
@@ -304,6 +331,8 @@ pub fn run(config: &RoundConfig) -> Result<RoundSummary, RecipeError> {
         config.prompts.clone(),
         rejection_dir.clone(),
     );
+    rejection_config.device = config.device;
+    rejection_config.compute_dtype = config.compute_dtype;
     rejection_config.reward_model = stage
         .selection
         .needs_reward_model()
