@@ -5,7 +5,6 @@
 //! checkpoint directory and the loss plot.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Var};
 use datasets::render::Renderer;
@@ -13,8 +12,8 @@ use datasets::tokenizer::Llama3Tokenizer;
 use model::{Checkpoint, Llama, copy_tokenizer_files, save, varmap_tensors};
 use serde::Serialize;
 use training::{
-    AccumulatedGradients, AdamW, GradientAccumulator, Progress, Start, StepMetrics,
-    clip_gradient_norm, llama_weight_decay, resume_or_start, save_checkpoint, write_loss_plot,
+    AccumulatedGradients, AdamW, GradientAccumulator, TrainingRun, llama_weight_decay,
+    write_loss_plot,
 };
 
 use crate::config::{DpoConfig, DpoSettings};
@@ -60,7 +59,6 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
     let training = &config.training;
     let device = training::select_device(training.device)?;
     config.validate()?;
-    let schedule = training.schedule()?;
     let tokenizer_path = data::tokenizer_path(&config.model, config.tokenizer.as_ref());
     let tokenizer = Llama3Tokenizer::from_file(&tokenizer_path)?;
     let renderer = Renderer::new(&tokenizer)?;
@@ -85,20 +83,13 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
     let (mut model, var_map) = checkpoint.trainable_model()?;
     drop(checkpoint);
     model.set_compute_dtype(training.compute_dtype.cast())?;
-    let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
-    let checkpoints = config.output_dir.join("checkpoints");
-    let metrics_path = config.output_dir.join("metrics.jsonl");
-    let Start {
-        mut step,
-        rng,
-        mut position,
-        mut metrics,
-        elapsed_before,
-    } = resume_or_start::<DataPosition>(
+    let optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
+    let (mut run, mut position) = TrainingRun::start::<DataPosition>(
         &config.output_dir,
+        training,
         &var_map,
-        &mut optimizer,
-        training.seed,
+        optimizer,
+        resolved_config,
     )?;
 
     let held_out_before = evaluate(&model, &preference_data.held_out, config, pad_id, &device)?;
@@ -112,11 +103,9 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
         )
     };
     let mut epoch_batches = batches_for_epoch(position.epoch);
-    let progress = Progress::new(training.steps, step);
-    let started = Instant::now();
     let mut held_out_after = held_out_before;
-    while step < training.steps {
-        let step_started = Instant::now();
+    while run.step() < training.steps {
+        run.begin_step();
         let mut micro_batches = Vec::with_capacity(training.gradient_accumulation);
         for _ in 0..training.gradient_accumulation.max(1) {
             if position.batch >= epoch_batches.len() {
@@ -133,28 +122,17 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
             micro_batches.push(pairs);
             position.batch += 1;
         }
-        let (mut accumulated, sums) = accumulate_step(
+        let (accumulated, sums) = accumulate_step(
             &model,
-            &optimizer.vars(),
+            &run.vars(),
             &micro_batches,
             &config.dpo,
             pad_id,
             &device,
         )?;
-        let grad_norm = if training.max_grad_norm > 0.0 {
-            clip_gradient_norm(
-                &mut accumulated.gradients,
-                &optimizer.vars(),
-                training.max_grad_norm,
-            )?
-        } else {
-            training::global_norm(&accumulated.gradients, &optimizer.vars())?
-        };
-        let learning_rate = schedule.learning_rate(step);
-        optimizer.step(&accumulated.gradients, learning_rate)?;
-        step += 1;
+        let update = run.update(accumulated)?;
 
-        let held_out = if training.evaluates_at(step) {
+        let held_out = if run.evaluates_now() {
             let evaluation = evaluate(&model, &preference_data.held_out, config, pad_id, &device)?;
             held_out_after = evaluation;
             evaluation
@@ -172,36 +150,16 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
             .flatten()
             .map(|pair| pair.chosen.completion_tokens() + pair.rejected.completion_tokens())
             .sum::<usize>() as u64;
-        let line = StepMetrics {
-            step,
-            loss: accumulated.loss,
-            learning_rate,
-            grad_norm,
+        run.record(
+            &update,
             tokens,
-            tokens_per_s: tokens as f64 / step_started.elapsed().as_secs_f64(),
-            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
-            held_out_loss: held_out.map(|evaluation| evaluation.loss(&config.dpo)),
+            held_out.map(|evaluation| evaluation.loss(&config.dpo)),
             extra,
-        };
-        metrics.append(&line)?;
-        progress.update(&line);
-        if training.checkpoints_at(step) {
-            save_checkpoint(
-                &checkpoints,
-                &training::Checkpoint {
-                    step,
-                    schedule_step: step,
-                    var_map: &var_map,
-                    optimizer: &optimizer,
-                    data_position: serde_json::json!(position),
-                    rng: &rng,
-                    config: resolved_config,
-                },
-                training.keep_checkpoints,
-            )?;
-        }
+            &position,
+        )?;
     }
-    progress.finish();
+    let (steps, metrics_path) = (run.step(), run.metrics_path());
+    run.finish();
 
     let final_model = config.output_dir.join("final");
     save(
@@ -220,7 +178,7 @@ pub fn run(config: &DpoConfig, resolved_config: &str) -> Result<Summary, DpoErro
         evaluation.map(|sums| sums.correct as f64 / sums.pairs.max(1) as f64)
     };
     Ok(Summary {
-        steps: step,
+        steps,
         train_pairs: preference_data.train.len(),
         held_out_pairs: preference_data.held_out.len(),
         skipped: preference_data.skipped.len(),

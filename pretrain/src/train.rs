@@ -9,17 +9,15 @@
 //! same weights, bit for bit, as one that was never stopped (the integration test checks it).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Var};
 use candle_nn::VarMap;
 use datasets::tokenizer::Llama3Tokenizer;
 use model::{Llama, LlamaConfig, SaveOptions};
 use serde::{Deserialize, Serialize};
 use training::{
-    AdamW, Checkpoint, GradientAccumulator, LearningRateSchedule, MetricsLog, Progress, Rng,
-    StepMetrics, TrainingConfig, clip_gradient_norm, llama_weight_decay, load_latest, read_metrics,
-    save_checkpoint, write_loss_plot,
+    AccumulatedGradients, AdamW, GradientAccumulator, TrainingConfig, TrainingRun,
+    llama_weight_decay, write_loss_plot,
 };
 
 use crate::config::{ModelSource, PretrainConfig};
@@ -62,10 +60,6 @@ pub fn run(config: &PretrainConfig, resolved_config_toml: &str) -> Result<Summar
 
 /// [`run`], stopping after update `stop_after` as if killed there (no final export): the seam the
 /// resume test uses.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the stage's loop is read top to bottom in one place (STYLE.md, train.rs)"
-)]
 pub fn run_until(
     config: &PretrainConfig,
     resolved_config_toml: &str,
@@ -90,32 +84,25 @@ pub fn run_until(
     // The model (new, or a checkpoint to continue from; f32), its optimizer and the schedule.
     let (mut llama, var_map) = build_model(config, &tokenizer, &device)?;
     llama.set_compute_dtype(training.compute_dtype.cast())?;
-    let (mut optimizer, schedule) = optimizer_and_schedule(training, &var_map)?;
+    let optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
 
     // Resume: weights, optimizer, step, data position, RNG; the metrics log is cut to the step.
-    let checkpoint_root = output_dir.join("checkpoints");
-    let metrics_path = output_dir.join("metrics.jsonl");
-    let Resumed {
-        mut step,
-        position,
-        rng,
-        mut metrics_log,
-        elapsed_before,
-        from,
-    } = resume(
-        &checkpoint_root,
-        &metrics_path,
+    let (mut run, saved) = TrainingRun::start::<SavedDataPosition>(
+        output_dir,
+        training,
         &var_map,
-        &mut optimizer,
-        training.seed,
-        &corpus.index().checksum,
+        optimizer,
+        resolved_config_toml,
     )?;
+    let position = match run.resumed_from() {
+        None => DataPosition::default(),
+        Some(checkpoint) => saved.position_in(&corpus.index().checksum, checkpoint)?,
+    };
     let mut order = WindowOrder::new(training.seed, corpus.windows(Split::Training), position);
-    let progress = Progress::new(training.steps, step);
-    let started = Instant::now();
+    let metrics_path = run.metrics_path();
     let mut summary = Summary {
-        steps: step,
-        resumed_from: from,
+        steps: run.step(),
+        resumed_from: run.resumed_from().map(|_| run.step()),
         first_loss: None,
         last_loss: None,
         held_out_loss: None,
@@ -127,24 +114,11 @@ pub fn run_until(
         loss_plot: None,
     };
 
-    while step < training.steps.min(stop_after) {
-        let step_started = Instant::now();
-        let learning_rate = schedule.learning_rate(step);
-        let (loss, tokens, grad_norm) = update(
-            &llama,
-            &corpus,
-            &mut order,
-            &mut optimizer,
-            training,
-            learning_rate,
-            &device,
-        )?;
-        step += 1;
-
-        let is_last = step == training.steps;
-        let evaluate = !held_out_windows.is_empty()
-            && (is_last || (training.eval_every > 0 && step.is_multiple_of(training.eval_every)));
-        let held_out_loss = if evaluate {
+    while run.step() < training.steps.min(stop_after) {
+        run.begin_step();
+        let accumulated = accumulate(&llama, &corpus, &mut order, &run.vars(), training, &device)?;
+        let update = run.update(accumulated)?;
+        let held_out_loss = if run.evaluates_now() && !held_out_windows.is_empty() {
             Some(held_out_loss(
                 &llama,
                 &corpus,
@@ -155,7 +129,6 @@ pub fn run_until(
         } else {
             None
         };
-        let seconds = step_started.elapsed().as_secs_f64();
         let mut extra = serde_json::Map::new();
         if let Some(loss) = held_out_loss {
             extra.insert("held_out_perplexity".to_owned(), loss.exp().into());
@@ -163,47 +136,20 @@ pub fn run_until(
             summary.held_out_perplexity = Some(loss.exp());
         }
         extra.insert("epoch".to_owned(), order.position().epoch.into());
-        let metrics = StepMetrics {
-            step,
-            loss,
-            learning_rate,
-            grad_norm,
-            tokens,
-            tokens_per_s: tokens as f64 / seconds.max(1e-9),
-            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
-            held_out_loss,
-            extra,
+        let saved = SavedDataPosition {
+            epoch: order.position().epoch,
+            index: order.position().index,
+            corpus_checksum: corpus.index().checksum.clone(),
         };
-        metrics_log.append(&metrics)?;
-        progress.update(&metrics);
-        summary.first_loss.get_or_insert(loss);
-        summary.last_loss = Some(loss);
-        summary.tokens += tokens;
-        summary.steps = step;
-
-        if is_last || step.is_multiple_of(training.checkpoint_every) {
-            let checkpoint = Checkpoint {
-                step,
-                schedule_step: step,
-                var_map: &var_map,
-                optimizer: &optimizer,
-                data_position: serde_json::to_value(SavedDataPosition {
-                    epoch: order.position().epoch,
-                    index: order.position().index,
-                    corpus_checksum: corpus.index().checksum.clone(),
-                })
-                .map_err(|source| PretrainError::Json {
-                    path: checkpoint_root.clone(),
-                    source,
-                })?,
-                rng: &rng,
-                config: resolved_config_toml,
-            };
-            save_checkpoint(&checkpoint_root, &checkpoint, training.keep_checkpoints)?;
-        }
+        run.record(&update, update.normalised_by, held_out_loss, extra, &saved)?;
+        summary.first_loss.get_or_insert(update.loss);
+        summary.last_loss = Some(update.loss);
+        summary.tokens += update.normalised_by;
+        summary.steps = update.step;
     }
-    progress.finish();
-    summary.seconds = started.elapsed().as_secs_f64();
+    let step = run.step();
+    summary.seconds = run.seconds();
+    run.finish();
 
     if step == training.steps {
         let final_dir = output_dir.join("final");
@@ -222,18 +168,16 @@ pub fn run_until(
     Ok(summary)
 }
 
-/// One optimizer update: `gradient_accumulation` micro-batches of `batch_size` windows through
-/// the model into the accumulator, clipping, and the `AdamW` step. Returns the step's mean
-/// per-token loss, its trained tokens and the gradient norm before clipping.
-fn update(
+/// One optimizer update's gradients: `gradient_accumulation` micro-batches of `batch_size` windows
+/// through the model into the accumulator, normalised by the step's trained tokens.
+fn accumulate(
     llama: &Llama,
     corpus: &Corpus,
     order: &mut WindowOrder,
-    optimizer: &mut AdamW,
+    vars: &[Var],
     training: &TrainingConfig,
-    learning_rate: f64,
     device: &Device,
-) -> Result<(f64, u64, f64)> {
+) -> Result<AccumulatedGradients> {
     let mut accumulator = GradientAccumulator::new();
     for _ in 0..training.gradient_accumulation {
         let batch = corpus
@@ -250,29 +194,11 @@ fn update(
         )?;
         accumulator.add(&loss_sum, tokens)?;
     }
-    let vars = optimizer.vars();
-    let mut step = accumulator.finish(&vars)?;
-    let grad_norm = if training.max_grad_norm > 0.0 {
-        clip_gradient_norm(&mut step.gradients, &vars, training.max_grad_norm)?
-    } else {
-        training::global_norm(&step.gradients, &vars)?
-    };
-    optimizer.step(&step.gradients, learning_rate)?;
-    Ok((step.loss, step.tokens, grad_norm))
-}
-
-/// `AdamW` over every weight (norms and embeddings undecayed) and the learning-rate schedule.
-fn optimizer_and_schedule(
-    training: &TrainingConfig,
-    var_map: &VarMap,
-) -> Result<(AdamW, LearningRateSchedule)> {
-    let optimizer = AdamW::from_var_map(var_map, training.adamw(), llama_weight_decay(false))?;
-    let schedule = training.schedule()?;
-    Ok((optimizer, schedule))
+    Ok(accumulator.finish(vars)?)
 }
 
 /// The data position as a checkpoint holds it: where the order is, in which token stream.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SavedDataPosition {
     /// Passes over the training windows completed.
@@ -283,73 +209,26 @@ struct SavedDataPosition {
     corpus_checksum: String,
 }
 
-/// Where a run starts: fresh, or from the newest checkpoint under `checkpoint_root`.
-struct Resumed {
-    step: u64,
-    position: DataPosition,
-    rng: Rng,
-    metrics_log: MetricsLog,
-    /// Seconds of training before this process, from the last kept metrics line.
-    elapsed_before: f64,
-    /// The checkpoint's step, when resuming.
-    from: Option<u64>,
-}
-
-/// Restores the newest checkpoint into `var_map` and `optimizer` and reopens the metrics log cut
-/// to its step; with no checkpoint, starts a fresh log.
-fn resume(
-    checkpoint_root: &Path,
-    metrics_path: &Path,
-    var_map: &VarMap,
-    optimizer: &mut AdamW,
-    seed: u64,
-    corpus_checksum: &str,
-) -> Result<Resumed> {
-    let Some(checkpoint) = load_latest(checkpoint_root)? else {
-        return Ok(Resumed {
-            step: 0,
-            position: DataPosition::default(),
-            rng: Rng::from_seed(seed),
-            metrics_log: MetricsLog::create(metrics_path)?,
-            elapsed_before: 0.0,
-            from: None,
-        });
-    };
-    checkpoint.restore(var_map, optimizer)?;
-    let state_path = checkpoint.directory.join(training::state::TRAIN_STATE_FILE);
-    let saved: SavedDataPosition = serde_json::from_value(checkpoint.data_position.clone())
-        .map_err(|source| PretrainError::Json {
-            path: state_path.clone(),
-            source,
-        })?;
-    // A position means nothing in a different token stream: refuse rather than train on a
-    // silently different order.
-    if saved.corpus_checksum != corpus_checksum {
-        return Err(PretrainError::Corpus {
-            path: state_path,
-            reason: format!(
-                "the checkpoint was trained on corpus {} but the data now tokenize to {}; \
-                 resume with the same files and tokenizer, or use a new output_dir",
-                saved.corpus_checksum, corpus_checksum
-            ),
-        });
+impl SavedDataPosition {
+    /// The position, when the checkpoint in `checkpoint` indexes the token stream with
+    /// `corpus_checksum`: a position means nothing in a different stream, so a mismatch is refused
+    /// rather than trained on in a silently different order.
+    fn position_in(self, corpus_checksum: &str, checkpoint: &Path) -> Result<DataPosition> {
+        if self.corpus_checksum != corpus_checksum {
+            return Err(PretrainError::Corpus {
+                path: checkpoint.join(training::state::TRAIN_STATE_FILE),
+                reason: format!(
+                    "the checkpoint was trained on corpus {} but the data now tokenize to {}; \
+                     resume with the same files and tokenizer, or use a new output_dir",
+                    self.corpus_checksum, corpus_checksum
+                ),
+            });
+        }
+        Ok(DataPosition {
+            epoch: self.epoch,
+            index: self.index,
+        })
     }
-    let position = DataPosition {
-        epoch: saved.epoch,
-        index: saved.index,
-    };
-    let metrics_log = MetricsLog::resume(metrics_path, checkpoint.step)?;
-    let elapsed_before = read_metrics(metrics_path)?
-        .last()
-        .map_or(0.0, |line| line.elapsed_s);
-    Ok(Resumed {
-        step: checkpoint.step,
-        position,
-        rng: checkpoint.rng,
-        metrics_log,
-        elapsed_before,
-        from: Some(checkpoint.step),
-    })
 }
 
 /// A new model of the configured shape (seeded), or the checkpoint's, as trainable f32 vars.

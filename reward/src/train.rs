@@ -4,17 +4,13 @@
 //! checkpoint; at the end write a `LlamaForSequenceClassification` directory and the loss plot.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use datasets::render::Renderer;
 use datasets::tokenizer::Llama3Tokenizer;
 use model::{copy_tokenizer_files, varmap_tensors};
 use serde::Serialize;
-use training::{
-    AdamW, GradientAccumulator, Progress, Start, StepMetrics, clip_gradient_norm,
-    llama_weight_decay, resume_or_start, save_checkpoint, write_loss_plot,
-};
+use training::{AdamW, GradientAccumulator, TrainingRun, llama_weight_decay, write_loss_plot};
 
 use crate::config::RewardConfig;
 use crate::data::{self, DataPosition, PreferencePair, RewardData};
@@ -64,7 +60,6 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
     let training = &config.training;
     let device = training::select_device(training.device)?;
     config.validate()?;
-    let schedule = training.schedule()?;
     let tokenizer_path = config
         .tokenizer
         .clone()
@@ -84,20 +79,13 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
     let (mut model, var_map) =
         RewardModel::trainable(&config.model, pad_id, training.seed, &device)?;
     model.set_compute_dtype(training.compute_dtype.cast())?;
-    let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
-    let checkpoints = config.output_dir.join("checkpoints");
-    let metrics_path = config.output_dir.join("metrics.jsonl");
-    let Start {
-        mut step,
-        rng,
-        mut position,
-        mut metrics,
-        elapsed_before,
-    } = resume_or_start::<DataPosition>(
+    let optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
+    let (mut run, mut position) = TrainingRun::start::<DataPosition>(
         &config.output_dir,
+        training,
         &var_map,
-        &mut optimizer,
-        training.seed,
+        optimizer,
+        resolved_config,
     )?;
 
     let held_out_before = evaluate(&model, &reward_data, config, &device)?;
@@ -111,11 +99,9 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
         )
     };
     let mut epoch_batches = batches_for_epoch(position.epoch);
-    let progress = Progress::new(training.steps, step);
-    let started = Instant::now();
     let mut held_out_after = held_out_before;
-    while step < training.steps {
-        let step_started = Instant::now();
+    while run.step() < training.steps {
+        run.begin_step();
         let mut accumulator = GradientAccumulator::new();
         let mut tokens = 0;
         let (mut chosen_rewards, mut rejected_rewards) = (Vec::new(), Vec::new());
@@ -146,21 +132,10 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
             chosen_rewards.extend(chosen.detach().to_vec1::<f32>()?);
             rejected_rewards.extend(rejected.detach().to_vec1::<f32>()?);
         }
-        let mut accumulated = accumulator.finish(&optimizer.vars())?;
-        let grad_norm = if training.max_grad_norm > 0.0 {
-            clip_gradient_norm(
-                &mut accumulated.gradients,
-                &optimizer.vars(),
-                training.max_grad_norm,
-            )?
-        } else {
-            training::global_norm(&accumulated.gradients, &optimizer.vars())?
-        };
-        let learning_rate = schedule.learning_rate(step);
-        optimizer.step(&accumulated.gradients, learning_rate)?;
-        step += 1;
+        let accumulated = accumulator.finish(&run.vars())?;
+        let update = run.update(accumulated)?;
 
-        let held_out = if training.evaluates_at(step) {
+        let held_out = if run.evaluates_now() {
             let held_out = evaluate(&model, &reward_data, config, &device)?;
             held_out_after = held_out;
             held_out
@@ -169,7 +144,7 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
         };
         let mut extra = serde_json::Map::new();
         let step_metrics = PairMetrics::of(&chosen_rewards, &rejected_rewards);
-        extra.insert("pairs".to_owned(), accumulated.tokens.into());
+        extra.insert("pairs".to_owned(), update.normalised_by.into());
         extra.insert("accuracy".to_owned(), step_metrics.accuracy.into());
         extra.insert("margin".to_owned(), step_metrics.margin.into());
         extra.insert("rewards/chosen".to_owned(), step_metrics.chosen.into());
@@ -178,36 +153,16 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
             extra.insert("held_out_accuracy".to_owned(), held_out.accuracy.into());
             extra.insert("held_out_margin".to_owned(), held_out.margin.into());
         }
-        let line = StepMetrics {
-            step,
-            loss: accumulated.loss,
-            learning_rate,
-            grad_norm,
+        run.record(
+            &update,
             tokens,
-            tokens_per_s: tokens as f64 / step_started.elapsed().as_secs_f64(),
-            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
-            held_out_loss: held_out.map(|held_out| held_out.loss),
+            held_out.map(|held_out| held_out.loss),
             extra,
-        };
-        metrics.append(&line)?;
-        progress.update(&line);
-        if training.checkpoints_at(step) {
-            save_checkpoint(
-                &checkpoints,
-                &training::Checkpoint {
-                    step,
-                    schedule_step: step,
-                    var_map: &var_map,
-                    optimizer: &optimizer,
-                    data_position: serde_json::json!(position),
-                    rng: &rng,
-                    config: resolved_config,
-                },
-                training.keep_checkpoints,
-            )?;
-        }
+            &position,
+        )?;
     }
-    progress.finish();
+    let (steps, metrics_path) = (run.step(), run.metrics_path());
+    run.finish();
 
     let final_model = config.output_dir.join("final");
     reward_model::save(
@@ -227,7 +182,7 @@ pub fn run(config: &RewardConfig, resolved_config: &str) -> Result<Summary, Rewa
         "reward model",
     )?;
     Ok(Summary {
-        steps: step,
+        steps,
         train_pairs: reward_data.train.len(),
         held_out_pairs: reward_data.held_out.len(),
         skipped: reward_data.skipped.len(),

@@ -3,7 +3,6 @@
 //! the held-out loss, checkpoint; at the end write an HF checkpoint directory and the loss plot.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{DType, Device};
 use datasets::render::Renderer;
@@ -13,10 +12,7 @@ use model::{
     Checkpoint, Llama, LoraConfig, apply_lora, copy_tokenizer_files, save, varmap_tensors,
 };
 use serde::Serialize;
-use training::{
-    AdamW, GradientAccumulator, Progress, Start, StepMetrics, clip_gradient_norm,
-    llama_weight_decay, resume_or_start, save_checkpoint, write_loss_plot,
-};
+use training::{AdamW, GradientAccumulator, TrainingRun, llama_weight_decay, write_loss_plot};
 
 use crate::config::SftConfig;
 use crate::data::{self, DataPosition, SftData};
@@ -52,7 +48,6 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     let training = &config.training;
     let device = training::select_device(training.device)?;
     training.validate()?;
-    let schedule = training.schedule()?;
     let tokenizer_path = data::tokenizer_path(&config.model, config.tokenizer.as_ref());
     let tokenizer = Llama3Tokenizer::from_file(&tokenizer_path)?;
     let renderer = Renderer::new(&tokenizer)?;
@@ -84,20 +79,13 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     };
     drop(checkpoint);
     model.set_compute_dtype(training.compute_dtype.cast())?;
-    let mut optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
-    let checkpoints = config.output_dir.join("checkpoints");
-    let metrics_path = config.output_dir.join("metrics.jsonl");
-    let Start {
-        mut step,
-        rng,
-        mut position,
-        mut metrics,
-        elapsed_before,
-    } = resume_or_start::<DataPosition>(
+    let optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
+    let (mut run, mut position) = TrainingRun::start::<DataPosition>(
         &config.output_dir,
+        training,
         &var_map,
-        &mut optimizer,
-        training.seed,
+        optimizer,
+        resolved_config,
     )?;
 
     let held_out_loss_before = evaluate(&mut model, &sft_data, config, &special, &device)?;
@@ -113,16 +101,14 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         )
     };
     let mut epoch_rows = rows_for_epoch(position.epoch)?;
-    let progress = Progress::new(training.steps, step);
-    let started = Instant::now();
     let mut held_out_loss_after = held_out_loss_before;
-    while step < training.steps {
-        let step_started = Instant::now();
+    while run.step() < training.steps {
+        run.begin_step();
         if config.lora.is_some() {
             // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
             set_dropout_seed(
                 &mut model,
-                Some(training.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                Some(training.seed ^ run.step().wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             );
         }
         let mut accumulator = GradientAccumulator::new();
@@ -155,21 +141,8 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
                 accumulator.add(&loss_sum, tokens)?;
             }
         }
-        let mut accumulated = accumulator.finish(&optimizer.vars())?;
-        let grad_norm = if training.max_grad_norm > 0.0 {
-            clip_gradient_norm(
-                &mut accumulated.gradients,
-                &optimizer.vars(),
-                training.max_grad_norm,
-            )?
-        } else {
-            training::global_norm(&accumulated.gradients, &optimizer.vars())?
-        };
-        let learning_rate = schedule.learning_rate(step);
-        optimizer.step(&accumulated.gradients, learning_rate)?;
-        step += 1;
-
-        let held_out_loss = if training.evaluates_at(step) {
+        let update = run.update(accumulator.finish(&run.vars())?)?;
+        let held_out_loss = if run.evaluates_now() {
             let loss = evaluate(&mut model, &sft_data, config, &special, &device)?;
             held_out_loss_after = loss;
             loss
@@ -180,36 +153,16 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
         if let Some(loss) = held_out_loss {
             extra.insert("held_out_perplexity".to_owned(), loss.exp().into());
         }
-        let line = StepMetrics {
-            step,
-            loss: accumulated.loss,
-            learning_rate,
-            grad_norm,
-            tokens: accumulated.tokens,
-            tokens_per_s: accumulated.tokens as f64 / step_started.elapsed().as_secs_f64(),
-            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+        run.record(
+            &update,
+            update.normalised_by,
             held_out_loss,
             extra,
-        };
-        metrics.append(&line)?;
-        progress.update(&line);
-        if training.checkpoints_at(step) {
-            save_checkpoint(
-                &checkpoints,
-                &training::Checkpoint {
-                    step,
-                    schedule_step: step,
-                    var_map: &var_map,
-                    optimizer: &optimizer,
-                    data_position: serde_json::json!(position),
-                    rng: &rng,
-                    config: resolved_config,
-                },
-                training.keep_checkpoints,
-            )?;
-        }
+            &position,
+        )?;
     }
-    progress.finish();
+    let (steps, metrics_path) = (run.step(), run.metrics_path());
+    run.finish();
 
     let final_model = config.output_dir.join("final");
     let weights = if config.lora.is_some() {
@@ -230,7 +183,7 @@ pub fn run(config: &SftConfig, resolved_config: &str) -> Result<Summary, SftErro
     }
     write_loss_plot(&metrics_path, &config.output_dir.join("loss.svg"), "SFT")?;
     Ok(Summary {
-        steps: step,
+        steps,
         train_conversations: sft_data.train.len(),
         held_out_conversations: sft_data.held_out.len(),
         skipped: sft_data.skipped.len(),

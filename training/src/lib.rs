@@ -4,20 +4,22 @@
 //! averaging.
 //!
 //! A toolbox, not a framework: free functions and small structs, no trainer trait. Each stage's
-//! `train.rs` is the loop, readable top to bottom:
+//! `train.rs` is the loop, readable top to bottom; what differs between the methods (data, loss,
+//! evaluation, metrics) is written there, and the step's shared mechanics — clipping, the `AdamW`
+//! step on the schedule, metrics, progress, checkpoints, resume — are one [`TrainingRun`]:
 //!
 //! ```text
-//! let schedule = LearningRateSchedule { .. };
-//! let mut optimizer = AdamW::from_var_map(&var_map, config, llama_weight_decay(false))?;
-//! for step in resumed_step..total_steps {
+//! let optimizer = AdamW::from_var_map(&var_map, training.adamw(), llama_weight_decay(false))?;
+//! let (mut run, mut position) = TrainingRun::start::<DataPosition>(dir, training, &var_map, optimizer, resolved)?;
+//! while run.step() < training.steps {
+//!     run.begin_step();
 //!     let mut accumulator = GradientAccumulator::new();
 //!     for micro_batch in ... { accumulator.add(&loss_sum, tokens)?; }
-//!     let mut step_gradients = accumulator.finish(&optimizer.vars())?;
-//!     let grad_norm = clip_gradient_norm(&mut step_gradients.gradients, &optimizer.vars(), 1.0)?;
-//!     optimizer.step(&step_gradients.gradients, schedule.learning_rate(step))?;
-//!     metrics_log.append(&StepMetrics { .. })?;
-//!     if step % every == 0 { save_checkpoint(&root, &Checkpoint { .. }, keep_last)?; }
+//!     let update = run.update(accumulator.finish(&run.vars())?)?;
+//!     let held_out_loss = run.evaluates_now().then(|| ...);
+//!     run.record(&update, tokens, held_out_loss, extra, &position)?;
 //! }
+//! run.finish();
 //! ```
 
 pub mod accumulation;
@@ -32,6 +34,7 @@ pub mod optimizer;
 pub mod plot;
 pub mod resume;
 pub mod rng;
+pub mod run;
 pub mod schedule;
 pub mod settings;
 pub mod state;
@@ -48,6 +51,7 @@ pub use optimizer::{AdamW, AdamWConfig, llama_weight_decay, named_vars};
 pub use plot::{loss_curve_svg, write_loss_plot};
 pub use resume::{Start, resume_or_start};
 pub use rng::Rng;
+pub use run::{TrainingRun, Update};
 pub use schedule::{Decay, LearningRateSchedule};
 pub use settings::{FinalDtype, ScheduleKind, TrainingConfig};
 pub use state::{

@@ -1,6 +1,6 @@
 //! Where a run starts: from its newest checkpoint (weights, optimizer state, RNG, data position,
 //! the metrics log truncated to that step and the time already spent), or fresh. The same few
-//! lines every stage's `train.rs` would otherwise repeat.
+//! lines every stage's `train.rs` would otherwise repeat; [`crate::TrainingRun::start`] calls it.
 
 use std::path::Path;
 
@@ -26,6 +26,8 @@ pub struct Start<P> {
     pub metrics: MetricsLog,
     /// Seconds spent before the resume (from the metrics log).
     pub elapsed_before: f64,
+    /// The checkpoint directory resumed from (`None` when fresh).
+    pub resumed_from: Option<std::path::PathBuf>,
 }
 
 /// Resumes from the newest checkpoint under `output_dir/checkpoints` into `var_map` and
@@ -46,6 +48,7 @@ pub fn resume_or_start<P: DeserializeOwned + Default>(
             position: P::default(),
             metrics: MetricsLog::create(&metrics_path)?,
             elapsed_before: 0.0,
+            resumed_from: None,
         });
     };
     loaded.restore(var_map, optimizer)?;
@@ -67,5 +70,6 @@ pub fn resume_or_start<P: DeserializeOwned + Default>(
         position,
         metrics: MetricsLog::resume(&metrics_path, loaded.step)?,
         elapsed_before,
+        resumed_from: Some(loaded.directory),
     })
 }
