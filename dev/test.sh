@@ -17,6 +17,8 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 && [
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The CUDA build compiles (it cannot run without a GPU; the GPU checks are in README § GPU).
+bash dev/check-cuda.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
